@@ -1,0 +1,233 @@
+"""Set encoders ``g(Y; theta) -> (K,)``: per-element MLP, then a permutation-invariant pool."""
+
+from __future__ import annotations
+
+import math
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+POOLS = ("fs", "rnfs", "sum", "mean")
+
+
+class TorchLinear(nn.Module):
+  """A dense layer ``y = x @ kernel + bias`` initialised as torch's `nn.Linear`.
+
+  Both ``kernel`` [D_in, D_out] and ``bias`` [D_out] start as U(-1/sqrt(D_in), 1/sqrt(D_in)), so
+  the reference's hyperparameters transfer unchanged.
+
+  Attributes:
+    features: Output width.
+  """
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    fan_in = x.shape[-1]
+    bound = 1.0 / math.sqrt(fan_in)
+    uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+      key, shape, dtype, -bound, bound
+    )
+    kernel = self.param("kernel", uniform, (fan_in, self.features), jnp.float32)
+    bias = self.param("bias", uniform, (self.features,), jnp.float32)
+    dtype = jnp.result_type(x.dtype, kernel.dtype)
+    y = jnp.dot(x.astype(dtype), kernel.astype(dtype))  # [..., D_out]
+    return y + bias.astype(dtype).reshape((1,) * (y.ndim - 1) + (-1,))
+
+
+class ElementMLP(nn.Module):
+  """Per-element MLP: Linear(D -> hidden), ReLU, Linear(hidden -> latent).
+
+  Attributes:
+    hidden: Hidden width H.
+    latent: Output width K.
+  """
+
+  hidden: int
+  latent: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = TorchLinear(self.hidden, name="Dense_0")(x)  # [..., N, H]
+    x = nn.relu(x)
+    return TorchLinear(self.latent, name="Dense_1")(x)  # [..., N, K]
+
+
+def _sort_ranks(x: jax.Array) -> jax.Array:
+  """Rank of each element in the ascending order of its feature, ties broken by index.
+
+  Args:
+    x: Array of shape [..., N, K].
+
+  Returns:
+    int32 ranks of shape [..., N, K]; along N they are a permutation of 0..N-1.
+  """
+  n = x.shape[-2]
+  xi = x[..., :, None, :]  # [..., N, 1, K]
+  xj = x[..., None, :, :]  # [..., 1, N, K]
+  index = jnp.arange(n)
+  # j comes before i when x_j < x_i, or when they tie and j < i.
+  earlier = (index[None, :] < index[:, None])[:, :, None]  # [N, N, 1]
+  earlier = earlier.reshape((1,) * (x.ndim - 2) + earlier.shape)  # [..., N, N, 1]
+  before = (xj < xi) | ((xj == xi) & earlier)  # [..., N, N, K]
+  return jnp.sum(before, axis=-2, dtype=jnp.int32)  # [..., N, K]
+
+
+class FSPool(nn.Module):
+  """Featurewise sort pooling: sort each feature over the N elements, then a learned sum.
+
+  ``out[k] = sum_l sort(x[:, k])[l] * w[l, k]`` with ``w`` of shape [N, K] initialised as the
+  reference (normal with std ``1/sqrt(N)``). The gradient of a tie goes whole to one sorted
+  slot per element (never split), which keeps equal elements separable.
+
+  With a mask, absent elements are sorted after every present one and contribute nothing, so
+  the m present elements use the weights of slots 0..m-1.
+
+  Attributes:
+    set_size: N, the (maximum) number of elements.
+    method: ``"sort"`` (`jnp.sort` with its permutation), ``"rank"`` (ranks from pairwise
+      comparisons, then a gather of the weights: no sort, O(N^2 K) compares, fast on CPU for
+      small N) or ``"auto"`` (rank for N <= 64 on CPU, sort elsewhere).
+
+  References:
+    Zhang, Hare, Prugel-Bennett. FSPool: Learning Set Representations with Featurewise Sort
+    Pooling. ICLR 2020.
+  """
+
+  set_size: int
+  method: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Pools a set.
+
+    Args:
+      x: Elements of shape [..., N, K].
+      mask: Optional presence mask of shape [..., N] (1 = present).
+
+    Returns:
+      Pooled features of shape [..., K].
+    """
+    n, k = x.shape[-2:]
+    if n != self.set_size:
+      raise ValueError(
+        f"FSPool was built for sets of {self.set_size} elements, got {n} (input shape "
+        f"{tuple(x.shape)})"
+      )
+    weight = self.param(
+      "weight", nn.initializers.normal(stddev=1.0 / math.sqrt(n)), (n, k), jnp.float32
+    )
+    weight = weight.astype(x.dtype)
+    method = self.method
+    if method == "auto":
+      method = "rank" if (n <= 64 and jax.default_backend() == "cpu") else "sort"
+    if method not in ("sort", "rank"):
+      raise ValueError(f"unknown FSPool method {self.method!r}; expected auto, sort or rank")
+
+    if mask is not None:
+      present = mask.astype(bool)[..., None]  # [..., N, 1]
+      # Absent elements sort after every present one and are zeroed after sorting.
+      big = jnp.asarray(jnp.finfo(x.dtype).max, x.dtype)
+      x = jnp.where(present, x, big)
+
+    if method == "sort":
+      order = jnp.argsort(x, axis=-2, stable=True)  # [..., N, K]
+      xs = jnp.take_along_axis(x, order, axis=-2)  # [..., N, K]
+      if mask is not None:
+        xs = jnp.where(jnp.take_along_axis(present, order, axis=-2), xs, 0)
+      return jnp.einsum("...nk,nk->...k", xs, weight)  # [..., K]
+
+    ranks = jax.lax.stop_gradient(_sort_ranks(x))  # [..., N, K]
+    w = jnp.take_along_axis(
+      jnp.broadcast_to(weight, ranks.shape), ranks, axis=-2
+    )  # [..., N, K]: each element's weight at its sorted slot.
+    if mask is not None:
+      x = jnp.where(present, x, 0)
+    return jnp.sum(x * w, axis=-2)  # [..., K]
+
+
+def _masked_sum(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  if mask is None:
+    return jnp.sum(x, axis=-2)
+  return jnp.sum(x * mask[..., None].astype(x.dtype), axis=-2)
+
+
+class SetEncoder(nn.Module):
+  """Per-element MLP followed by a pool: the energy's set encoder ``g``.
+
+  Attributes:
+    hidden: Hidden width of the element MLP.
+    latent: Output width K.
+    set_size: N (needed by FSPool's weights).
+    pool: ``"fs"`` (FSPool), ``"rnfs"`` (relation FSPool over all N*N ordered pairs, each the
+      concatenation of two elements), ``"sum"`` or ``"mean"`` (DeepSets).
+    fspool_method: FSPool's implementation (see `FSPool`).
+  """
+
+  hidden: int
+  latent: int
+  set_size: int
+  pool: str = "fs"
+  fspool_method: str = "auto"
+
+  @nn.compact
+  def __call__(self, y: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Encodes a set.
+
+    Args:
+      y: Set of shape [..., N, D].
+      mask: Optional presence mask of shape [..., N].
+
+    Returns:
+      Encoding of shape [..., K].
+    """
+    if self.pool not in POOLS:
+      raise ValueError(f"unknown pool {self.pool!r}; expected one of {POOLS}")
+    if y.ndim < 2:
+      raise ValueError(f"a set must have shape (..., n, d), got {tuple(y.shape)}")
+    n = y.shape[-2]
+    if self.pool in ("fs", "rnfs") and n != self.set_size:
+      raise ValueError(
+        f"the encoder was built for sets of {self.set_size} elements, got a set of shape "
+        f"{tuple(y.shape)}"
+      )
+    if mask is not None and mask.shape != y.shape[:-1]:
+      raise ValueError(f"mask shape {tuple(mask.shape)} does not match set {tuple(y.shape)}")
+    mlp = ElementMLP(self.hidden, self.latent, name="mlp")
+    if self.pool == "rnfs":
+      a = jnp.broadcast_to(y[..., :, None, :], (*y.shape[:-1], n, y.shape[-1]))  # [..., N, N, D]
+      b = jnp.broadcast_to(y[..., None, :, :], a.shape)  # [..., N, N, D]
+      pairs = jnp.concatenate([a, b], axis=-1)  # [..., N, N, 2D]
+      pairs = pairs.reshape(*y.shape[:-2], n * n, 2 * y.shape[-1])  # [..., N*N, 2D]
+      pair_mask = None
+      if mask is not None:
+        pair_mask = (mask[..., :, None] * mask[..., None, :]).reshape(*mask.shape[:-1], n * n)
+      return FSPool(n * n, self.fspool_method, name="pool")(mlp(pairs), pair_mask)
+    h = mlp(y)  # [..., N, K]
+    if self.pool == "fs":
+      return FSPool(n, self.fspool_method, name="pool")(h, mask)
+    if self.pool == "sum":
+      return _masked_sum(h, mask)
+    count = n if mask is None else jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1)
+    return _masked_sum(h, mask) / count
+
+
+def FSEncoder(hidden: int, latent: int, set_size: int, **kwargs) -> SetEncoder:  # noqa: N802
+  """The FS encoder: element MLP + FSPool."""
+  return SetEncoder(hidden=hidden, latent=latent, set_size=set_size, pool="fs", **kwargs)
+
+
+def RelationFSEncoder(hidden: int, latent: int, set_size: int, **kwargs) -> SetEncoder:  # noqa: N802
+  """The relation FS encoder: element MLP over all ordered pairs + FSPool over N*N."""
+  return SetEncoder(hidden=hidden, latent=latent, set_size=set_size, pool="rnfs", **kwargs)
+
+
+def SumEncoder(hidden: int, latent: int, set_size: int, **kwargs) -> SetEncoder:  # noqa: N802
+  """DeepSets encoder with sum pooling."""
+  return SetEncoder(hidden=hidden, latent=latent, set_size=set_size, pool="sum", **kwargs)
+
+
+def MeanEncoder(hidden: int, latent: int, set_size: int, **kwargs) -> SetEncoder:  # noqa: N802
+  """DeepSets encoder with mean pooling."""
+  return SetEncoder(hidden=hidden, latent=latent, set_size=set_size, pool="mean", **kwargs)

@@ -1,0 +1,163 @@
+"""The iDSPN layer: a latent vector in, a set out, by an inner optimisation."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from idspn_jax._encoders import SetEncoder
+from idspn_jax._energies import ENERGIES
+from idspn_jax._inner import solve
+from idspn_jax._projections import project_rows_to_simplex
+
+PROJECTIONS = {"simplex": project_rows_to_simplex}
+
+
+class IDSPN(nn.Module):
+  """Implicit Deep Set Prediction Network: ``Y* = argmin_Y L(Y; g, z)`` for each ``z``.
+
+  The layer owns the energy's set encoder ``g`` (parameters under ``"g"``) and, with
+  ``learn_start``, the start set (``"y0"``, shape [N, D], initialised ``0.1 * N(0, 1)``);
+  otherwise each call draws a fresh ``0.1 * N(0, 1)`` start from the ``"start"`` rng stream.
+  ``backward="unroll"`` with ``momentum=0`` is DSPN.
+
+  Attributes:
+    set_size: N, elements per predicted set.
+    set_dim: D, features per element.
+    latent: K, width of ``z`` and of the encoder's output.
+    hidden: Hidden width of the encoder's element MLP.
+    pool: Encoder pool: ``"fs"``, ``"rnfs"``, ``"sum"`` or ``"mean"``.
+    encoder: A custom set encoder (any Flax module mapping [N, D'] to [K]); replaces
+      ``hidden``/``pool``. It is used functionally (its parameters live under ``"g"``).
+    energy: ``"mse"``, ``"mse_regularized"`` (pull toward the start set) or
+      ``"mse_concat_input"`` (the encoder sees ``concat(Y, X)``; pass ``x`` when calling).
+    learn_start: Learn the start set (else draw it from the ``"start"`` rng).
+    steps: Inner steps (override per call with ``steps=``).
+    learning_rate, momentum, nesterov, clip_norm, project_start, tol, backward, cg_ridge,
+      cg_maxiter: as in `idspn_jax.solve`.
+    projection: ``None``, ``"simplex"`` (each row onto the probability simplex) or a callable.
+    fspool_method: FSPool implementation (``"auto"``, ``"sort"``, ``"rank"``).
+  """
+
+  set_size: int
+  set_dim: int
+  latent: int
+  hidden: int = 512
+  pool: str = "fs"
+  encoder: nn.Module | None = None
+  energy: str = "mse"
+  learn_start: bool = True
+  steps: int = 20
+  learning_rate: float = 1.0
+  momentum: float = 0.9
+  nesterov: bool = True
+  clip_norm: float | None = None
+  projection: str | Callable | None = None
+  project_start: bool = True
+  tol: float | None = None
+  backward: str = "approx"
+  cg_ridge: float = 1e-2
+  cg_maxiter: int = 20
+  fspool_method: str = "auto"
+
+  def _make_encoder(self) -> nn.Module:
+    if self.encoder is not None:
+      return self.encoder.clone(parent=None)
+    return SetEncoder(
+      hidden=self.hidden,
+      latent=self.latent,
+      set_size=self.set_size,
+      pool=self.pool,
+      fspool_method=self.fspool_method,
+      parent=None,
+    )
+
+  @nn.compact
+  def __call__(
+    self,
+    z: jax.typing.ArrayLike,
+    x: jax.typing.ArrayLike | None = None,
+    *,
+    y0: jax.typing.ArrayLike | None = None,
+    steps: int | None = None,
+  ) -> jax.Array:
+    """Predicts one set per latent vector.
+
+    Args:
+      z: Latent vectors of shape [B, K].
+      x: Input sets of shape [B, N, Dx], for ``energy="mse_concat_input"``.
+      y0: Start sets of shape [B, N, D], replacing the learned or random start.
+      steps: Inner steps for this call (e.g. more at evaluation).
+
+    Returns:
+      Predicted sets of shape [B, N, D].
+    """
+    z = jnp.asarray(z)
+    if self.energy not in ENERGIES:
+      raise ValueError(f"unknown energy {self.energy!r}; expected one of {tuple(ENERGIES)}")
+    if z.ndim != 2 or z.shape[-1] != self.latent:
+      raise ValueError(f"z must have shape (batch, {self.latent}), got {tuple(z.shape)}")
+    b = z.shape[0]
+    n, d = self.set_size, self.set_dim
+    concat = self.energy == "mse_concat_input"
+    if concat:
+      if x is None:
+        raise ValueError("energy='mse_concat_input' needs the input set x of shape (B, N, Dx)")
+      x = jnp.asarray(x)
+      if x.ndim != 3 or x.shape[:2] != (b, n):
+        raise ValueError(f"x must have shape ({b}, {n}, dx), got {tuple(x.shape)}")
+    projection = self.projection
+    if isinstance(projection, str):
+      if projection not in PROJECTIONS:
+        raise ValueError(f"unknown projection {projection!r}; expected one of {tuple(PROJECTIONS)}")
+      projection = PROJECTIONS[projection]
+
+    encoder = self._make_encoder()
+    enc_dim = d + (x.shape[-1] if concat else 0)
+    g_params = self.param(
+      "g", lambda key: encoder.init(key, jnp.zeros((n, enc_dim), jnp.float32))["params"]
+    )
+    apply_fn = lambda params, y: encoder.apply({"params": params}, y)
+    energy_fn = functools.partial(ENERGIES[self.energy], apply_fn=apply_fn)
+
+    # The start set: [N, D] shared by the batch, or [B, N, D].
+    if y0 is not None:
+      start = jnp.asarray(y0)
+      if start.shape != (b, n, d):
+        raise ValueError(f"y0 must have shape ({b}, {n}, {d}), got {tuple(start.shape)}")
+      start_axis = 0
+    elif self.learn_start:
+      start = self.param("y0", nn.initializers.normal(stddev=0.1), (n, d), jnp.float32)
+      start_axis = None
+    else:
+      start = 0.1 * jax.random.normal(self.make_rng("start"), (b, n, d), z.dtype)
+      start_axis = 0
+    start = start.astype(z.dtype)
+
+    options = dict(
+      steps=self.steps if steps is None else steps,
+      learning_rate=self.learning_rate,
+      momentum=self.momentum,
+      nesterov=self.nesterov,
+      clip_norm=self.clip_norm,
+      projection=projection,
+      project_start=self.project_start,
+      tol=self.tol,
+      backward=self.backward,
+      cg_ridge=self.cg_ridge,
+      cg_maxiter=self.cg_maxiter,
+    )
+
+    if self.energy == "mse":
+      run = lambda z_i, s: solve(energy_fn, s, g_params, z_i, **options)
+      return jax.vmap(run, in_axes=(0, start_axis))(z, start)
+    if self.energy == "mse_regularized":
+      # The start set is also the energy's reference set: it gets gradients through the pull.
+      run = lambda z_i, s: solve(energy_fn, s, g_params, z_i, s, **options)
+      return jax.vmap(run, in_axes=(0, start_axis))(z, start)
+    run = lambda z_i, x_i, s: solve(energy_fn, s, g_params, z_i, x_i, **options)
+    return jax.vmap(run, in_axes=(0, 0, start_axis))(z, x, start)
