@@ -145,8 +145,10 @@ def solve_auction(
     eps0 = jnp.maximum(spread // round(1 / eps_start), 1)  # [B]
     neg_inf = jnp.iinfo(benefit.dtype).min // 2
   else:
-    spread = jnp.maximum(spread, jnp.finfo(benefit.dtype).tiny)
-    eps_final = spread * max(rtol / n, 16 * float(jnp.finfo(benefit.dtype).eps))  # [B]
+    finfo = jnp.finfo(benefit.dtype)
+    # Keep eps_final a normal number (XLA:CPU flushes denormals to 0, and eps = 0 never ends).
+    spread = jnp.maximum(spread, 4 * float(finfo.tiny) / (16 * float(finfo.eps)))
+    eps_final = spread * max(rtol / n, 16 * float(finfo.eps))  # [B]
     eps0 = jnp.maximum(spread * eps_start, eps_final)  # [B]
     neg_inf = -jnp.inf
   dtype = benefit.dtype
@@ -163,25 +165,25 @@ def solve_auction(
     # Each group sends its first unassigned person: person = g * group + offset.
     free = jnp.pad(assigned_to < 0, ((0, 0), (0, k * group - n)))  # [B, K * G]
     free = free.reshape(b, k, group)  # [B, K, G]
-    offset = jnp.min(jnp.where(free, jnp.arange(group), group), axis=-1)  # [B, K]
+    offset = jnp.min(jnp.where(free, jnp.arange(group)[None, None, :], group), axis=-1)  # [B, K]
     active = offset < group  # [B, K]
-    person = jnp.where(active, slots * group + offset, 0).astype(INDEX_DTYPE)  # [B, K]
+    person = jnp.where(active, slots[None, :] * group + offset, 0).astype(INDEX_DTYPE)  # [B, K]
     rows = jnp.take_along_axis(benefit, person[:, :, None], axis=1)  # [B, K, N]
     values = rows - prices[:, None, :]  # [B, K, N]
     v1 = jnp.max(values, axis=-1)  # [B, K]
-    best = jnp.min(jnp.where(values == v1[:, :, None], objects, n), axis=-1)  # [B, K]
-    v2 = jnp.max(jnp.where(objects == best[:, :, None], neg_inf, values), axis=-1)  # [B, K]
+    best = jnp.min(jnp.where(values == v1[:, :, None], objects[None, None, :], n), axis=-1)  # [B, K]
+    v2 = jnp.max(jnp.where(objects[None, None, :] == best[:, :, None], neg_inf, values), axis=-1)  # [B, K]
     raise_by = v1 - v2 + eps[:, None]  # [B, K]
     # Among bidders for the same object the highest raise wins (the lowest slot on ties).
     rival = active[:, None, :] & (best[:, None, :] == best[:, :, None])  # [B, K, K]
     beats = (raise_by[:, :, None] > raise_by[:, None, :]) | (
-      (raise_by[:, :, None] == raise_by[:, None, :]) & (slots[:, None] <= slots[None, :])
+      (raise_by[:, :, None] == raise_by[:, None, :]) & (slots[None, :, None] <= slots[None, None, :])
     )  # [B, K, K]
     wins = active & jnp.all(~rival | beats, axis=-1)  # [B, K]
     target = jnp.where(wins, best, n)  # [B, K]
-    loser = jnp.take_along_axis(owner, jnp.minimum(best, n - 1), axis=1)  # [B, K]
+    loser = jnp.take_along_axis(owner, best, axis=1)  # [B, K]
     loser = jnp.where(wins & (loser >= 0), loser, n)  # [B, K]
-    new_price = jnp.take_along_axis(prices, jnp.minimum(best, n - 1), axis=1) + raise_by
+    new_price = jnp.take_along_axis(prices, best, axis=1) + raise_by  # [B, K]
     prices = _batch_set(prices, target, new_price)
     owner = _batch_set(owner, target, person)
     assigned_to = _batch_set(assigned_to, loser, jnp.full_like(loser, -1))
@@ -220,4 +222,4 @@ def solve_auction(
   state = bid_phase(state)
   state = jax.lax.while_loop(phases_left, start_phase, state)
   converged = jnp.all(state.assigned_to >= 0, axis=-1) & (state.eps <= eps_final)
-  return jnp.maximum(state.assigned_to, 0), converged, state.step
+  return jnp.maximum(state.assigned_to, 0), converged

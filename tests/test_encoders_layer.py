@@ -1,0 +1,185 @@
+"""Set encoders and the IDSPN layer: pooling, masks, equivariance, push_apart, bad input."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import idspn_jax
+
+
+def _with_ties(key, shape):
+  x = jax.random.normal(key, shape)
+  return jnp.round(x * 2) / 2  # many exact ties
+
+
+def test_fspool_rank_and_sort_agree_in_value_and_gradient():
+  x = _with_ties(jax.random.key(0), (3, 6, 5))
+  sort_pool = idspn_jax.FSPool(6, "sort")
+  rank_pool = idspn_jax.FSPool(6, "rank")
+  params = sort_pool.init(jax.random.key(1), x)
+  f = lambda pool, x: jnp.sum(jnp.sin(pool.apply(params, x)))
+  np.testing.assert_allclose(rank_pool.apply(params, x), sort_pool.apply(params, x), rtol=1e-12)
+  np.testing.assert_allclose(
+    jax.grad(f, argnums=1)(rank_pool, x), jax.grad(f, argnums=1)(sort_pool, x), rtol=1e-12
+  )
+
+
+def test_fspool_sorts_ascending():
+  x = jnp.array([[3.0], [1.0], [2.0]])  # [N=3, K=1]
+  pool = idspn_jax.FSPool(3, "rank")
+  w = jnp.array([[1.0], [10.0], [100.0]])
+  out = pool.apply({"params": {"weight": w}}, x)
+  np.testing.assert_allclose(out, [1 * 1 + 2 * 10 + 3 * 100])
+
+
+def test_fspool_tie_gradient_goes_whole_to_one_slot():
+  x = jnp.array([[1.0], [1.0]])
+  w = jnp.array([[2.0], [5.0]])
+  for method in ("rank", "sort"):
+    pool = idspn_jax.FSPool(2, method)
+    grad = jax.grad(lambda x: jnp.sum(pool.apply({"params": {"weight": w}}, x)))(x)
+    np.testing.assert_allclose(grad, [[2.0], [5.0]], err_msg=method)
+
+
+@pytest.mark.parametrize("method", ["rank", "sort"])
+def test_fspool_mask_uses_the_first_slots(method):
+  x = jax.random.normal(jax.random.key(0), (5, 3))
+  mask = jnp.array([1, 0, 1, 1, 0])
+  pool = idspn_jax.FSPool(5, method)
+  params = pool.init(jax.random.key(1), x)
+  w = params["params"]["weight"]
+  present = x[mask == 1]  # [3, K]
+  expected = jnp.einsum("nk,nk->k", jnp.sort(present, axis=0), w[:3])
+  np.testing.assert_allclose(pool.apply(params, x, mask), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("pool", ["sum", "mean", "fs"])
+def test_masked_elements_do_not_matter(pool):
+  enc = idspn_jax.SetEncoder(hidden=8, latent=4, set_size=4, pool=pool)
+  x = jax.random.normal(jax.random.key(0), (2, 4, 3))
+  mask = jnp.array([[1, 1, 0, 0], [1, 1, 1, 0]])
+  params = enc.init(jax.random.key(1), x, mask)
+  other = x.at[:, 3].set(100.0).at[0, 2].set(-7.0)
+  np.testing.assert_allclose(enc.apply(params, x, mask), enc.apply(params, other, mask))
+
+
+@pytest.mark.parametrize("pool", ["fs", "rnfs", "sum", "mean"])
+def test_encoders_are_permutation_invariant(pool):
+  enc = idspn_jax.SetEncoder(hidden=8, latent=4, set_size=5, pool=pool)
+  x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+  params = enc.init(jax.random.key(1), x)
+  perm = jnp.array([3, 0, 4, 1, 2])
+  out = enc.apply(params, x)
+  assert out.shape == (2, 4)
+  np.testing.assert_allclose(enc.apply(params, x[:, perm]), out, rtol=1e-10)
+
+
+def test_encoder_shape_errors():
+  enc = idspn_jax.FSEncoder(8, 4, 5)
+  with pytest.raises(ValueError, match="built for sets of 5"):
+    enc.init(jax.random.key(0), jnp.zeros((6, 3)))
+  with pytest.raises(ValueError, match="unknown pool"):
+    idspn_jax.SetEncoder(hidden=8, latent=4, set_size=5, pool="max").init(
+      jax.random.key(0), jnp.zeros((5, 3))
+    )
+
+
+def _layer(**kwargs):
+  options = dict(set_size=4, set_dim=2, latent=6, hidden=16, steps=10)
+  options.update(kwargs)
+  return idspn_jax.IDSPN(**options)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(layer):
+  return jax.jit(lambda v, z, y0: layer.apply(v, z, y0=y0))
+
+
+def test_permuting_the_start_set_permutes_the_output():
+  layer = _layer()
+  z = jax.random.normal(jax.random.key(0), (2, 6))
+  y0 = 0.1 * jax.random.normal(jax.random.key(1), (2, 4, 2))
+  variables = layer.init(jax.random.key(2), z)
+  apply = _jitted_apply(layer)
+  perm = jnp.array([2, 0, 3, 1])
+  np.testing.assert_allclose(
+    apply(variables, z, y0[:, perm]), apply(variables, z, y0)[:, perm], rtol=1e-9, atol=1e-12
+  )
+
+
+@pytest.mark.parametrize("pool, separates", [("fs", True), ("sum", False), ("mean", False)])
+def test_push_apart_equal_start_elements(pool, separates):
+  """FSPool lets equal elements part (multiset-equivariance); sum/mean pools cannot."""
+  layer = _layer(pool=pool, set_dim=1, set_size=2, steps=20)
+  target = jnp.array([[[0.0], [1.0]]])  # push_apart([.5, .5]) should give [0, 1]
+  variables = layer.init(jax.random.key(0), jnp.zeros((1, 6)))
+  enc = idspn_jax.SetEncoder(hidden=16, latent=6, set_size=2, pool=pool)
+  z = enc.apply({"params": variables["params"]["g"]}, target)  # [1, 6]
+  y = _jitted_apply(layer)(variables, z, jnp.full((1, 2, 1), 0.5))
+  gap = float(jnp.abs(y[0, 0, 0] - y[0, 1, 0]))
+  if separates:
+    assert gap > 0.05
+  else:
+    assert gap == 0.0
+
+
+def test_random_start_comes_from_the_start_rng():
+  layer = _layer(learn_start=False)
+  z = jnp.ones((2, 6))
+  variables = layer.init({"params": jax.random.key(0), "start": jax.random.key(1)}, z)
+  assert "y0" not in variables["params"]
+  a = layer.apply(variables, z, rngs={"start": jax.random.key(5)})
+  b = layer.apply(variables, z, rngs={"start": jax.random.key(6)})
+  assert not np.allclose(a, b)
+
+
+def test_dspn_gives_the_start_set_a_gradient_through_the_steps():
+  z = jax.random.normal(jax.random.key(0), (2, 6))
+  for backward, expect_grad in (("unroll", True), ("approx", False)):
+    layer = _layer(backward=backward, momentum=0.0, energy="mse")
+    variables = layer.init(jax.random.key(1), z)
+    grads = jax.grad(lambda v: jnp.sum(layer.apply(v, z) ** 2))(variables)
+    has_grad = float(jnp.abs(grads["params"]["y0"]).sum()) > 0
+    assert has_grad == expect_grad, backward
+
+
+def test_concat_input_energy_and_simplex_projection():
+  layer = _layer(energy="mse_concat_input", projection="simplex", clip_norm=40.0, set_dim=4)
+  z = jnp.ones((2, 6))
+  x = jax.nn.one_hot(jnp.array([[0, 1, 1, 2], [2, 2, 0, 1]]), 3)  # [2, 4, 3]
+  variables = layer.init(jax.random.key(0), z, x)
+  assert variables["params"]["g"]["mlp"]["Dense_0"]["kernel"].shape == (4 + 3, 16)
+  y = layer.apply(variables, z, x)
+  np.testing.assert_allclose(jnp.sum(y, -1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "kwargs, call, message",
+  [
+    ({}, lambda m, v: m.apply(v, jnp.ones((2, 5))), "z must have shape"),
+    ({"energy": "kl"}, lambda m, v: m.init(jax.random.key(0), jnp.ones((2, 6))), "unknown energy"),
+    (
+      {"energy": "mse_concat_input"},
+      lambda m, v: m.init(jax.random.key(0), jnp.ones((2, 6))),
+      "needs the input set",
+    ),
+    (
+      {"projection": "box"},
+      lambda m, v: m.init(jax.random.key(0), jnp.ones((2, 6))),
+      "unknown projection",
+    ),
+    ({}, lambda m, v: m.apply(v, jnp.ones((2, 6)), y0=jnp.ones((2, 3, 2))), "y0 must have shape"),
+    (
+      {"backward": "implicit"},
+      lambda m, v: m.init(jax.random.key(0), jnp.ones((2, 6))),
+      "unknown backward",
+    ),
+  ],
+)
+def test_layer_bad_input(kwargs, call, message):
+  variables = _layer().init(jax.random.key(0), jnp.ones((2, 6)))
+  with pytest.raises(ValueError, match=message):
+    call(_layer(**kwargs), variables)

@@ -1,0 +1,233 @@
+"""`idspn_jax.solve`: forward loop, the three backward modes, composition, bad input."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import jax.test_util
+from jax.experimental import checkify
+
+import idspn_jax
+
+N, D = 3, 2
+
+
+def _quadratic_problem(seed=0, identity=False):
+  """L(y) = 0.5 vec(y)^T Q vec(y) - theta^T vec(y); y* = Q^-1 theta, dy*/dtheta = Q^-1."""
+  rng = np.random.default_rng(seed)
+  if identity:
+    q = np.eye(N * D)
+  else:
+    u, _ = np.linalg.qr(rng.normal(size=(N * D, N * D)))
+    q = u @ np.diag(np.linspace(0.5, 1.5, N * D)) @ u.T
+  theta = rng.normal(size=(N * D,))
+  w = rng.normal(size=(N, D))
+  return jnp.asarray(q), jnp.asarray(theta), jnp.asarray(w)
+
+
+def quadratic_energy(y, q, theta):
+  v = y.reshape(-1)  # [N*D]
+  return 0.5 * v @ q @ v - theta @ v
+
+
+CONVERGED = dict(steps=200, learning_rate=0.5, momentum=0.5)
+
+
+@functools.partial(jax.jit, static_argnames=("backward",))
+def _objective_grad(q, theta, w, backward):
+  def objective(theta):
+    y = idspn_jax.solve(
+      quadratic_energy, jnp.zeros((N, D)), q, theta, backward=backward, cg_ridge=0.0,
+      cg_maxiter=50, **CONVERGED,
+    )
+    return jnp.sum(w * y)
+
+  return jax.value_and_grad(objective)(theta)
+
+
+def test_forward_converges_to_the_minimiser():
+  q, theta, w = _quadratic_problem()
+  value, _ = _objective_grad(q, theta, w, "approx")
+  y_star = jnp.linalg.solve(q, theta).reshape(N, D)
+  np.testing.assert_allclose(value, jnp.sum(w * y_star), rtol=1e-8)
+
+
+def test_cg_matches_the_closed_form_implicit_gradient():
+  q, theta, w = _quadratic_problem()
+  _, grad = _objective_grad(q, theta, w, "cg")
+  expected = jnp.linalg.solve(q, w.reshape(-1))  # Q^-1 w (Q symmetric)
+  np.testing.assert_allclose(grad, expected, atol=1e-4)
+
+
+def test_approx_is_exact_when_the_hessian_is_the_identity():
+  q, theta, w = _quadratic_problem(identity=True)
+  _, grad = _objective_grad(q, theta, w, "approx")
+  np.testing.assert_allclose(grad, w.reshape(-1), atol=1e-10)
+
+
+def test_approx_differs_from_exact_when_the_hessian_is_not_the_identity():
+  q, theta, w = _quadratic_problem()
+  _, approx = _objective_grad(q, theta, w, "approx")
+  _, exact = _objective_grad(q, theta, w, "cg")
+  assert not np.allclose(approx, exact, atol=1e-3)
+  # The Jacobian-free gradient is still a descent direction here (Q is positive definite).
+  assert float(approx @ exact) > 0
+
+
+def test_unroll_equals_autodiff_of_a_python_loop():
+  q, theta, w = _quadratic_problem()
+  y0 = jnp.full((N, D), 0.3)
+  steps, lr, mom = 7, 0.4, 0.9
+
+  def python_loop(theta):
+    y, buf = y0, jnp.zeros_like(y0)
+    for _ in range(steps):
+      g = jax.grad(quadratic_energy)(y, q, theta)
+      buf = mom * buf + g
+      y = y - lr * (g + mom * buf)  # torch's Nesterov SGD
+    return jnp.sum(w * y)
+
+  def ours(theta):
+    y = idspn_jax.solve(
+      quadratic_energy, y0, q, theta, steps=steps, learning_rate=lr, momentum=mom,
+      backward="unroll",
+    )
+    return jnp.sum(w * y)
+
+  np.testing.assert_allclose(ours(theta), python_loop(theta), rtol=1e-12)
+  np.testing.assert_allclose(jax.grad(ours)(theta), jax.grad(python_loop)(theta), rtol=1e-10)
+
+
+def test_check_grads_unroll_and_converged_cg():
+  q, theta, _ = _quadratic_problem()
+  unrolled = lambda theta: idspn_jax.solve(
+    quadratic_energy, jnp.zeros((N, D)), q, theta, steps=5, backward="unroll"
+  )
+  jax.test_util.check_grads(unrolled, (theta,), order=1, modes=["rev"], eps=1e-3)
+  implicit = lambda theta: idspn_jax.solve(
+    quadratic_energy, jnp.zeros((N, D)), q, theta, backward="cg", cg_ridge=0.0, cg_maxiter=50,
+    **CONVERGED,
+  )
+  jax.test_util.check_grads(implicit, (theta,), order=1, modes=["rev"], eps=1e-3)
+
+
+def test_gradients_reach_every_leaf_of_args():
+  q, theta, w = _quadratic_problem()
+  args = {"q": q, "theta": theta}
+  energy = lambda y, a: quadratic_energy(y, a["q"], a["theta"])
+  for backward in idspn_jax.BACKWARD_MODES:
+    grads = jax.grad(
+      lambda a: jnp.sum(w * idspn_jax.solve(energy, jnp.zeros((N, D)), a, steps=20,
+                                            backward=backward))
+    )(args)
+    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads)), backward
+
+
+def test_vmap_jit_grad_compose():
+  q, _, w = _quadratic_problem()
+  thetas = jax.random.normal(jax.random.key(0), (4, N * D), jnp.float64)
+  y0s = 0.1 * jax.random.normal(jax.random.key(1), (4, N, D), jnp.float64)
+
+  def batch_loss(thetas):
+    ys = jax.vmap(
+      lambda y0, t: idspn_jax.solve(quadratic_energy, y0, q, t, steps=10, clip_norm=1.0)
+    )(y0s, thetas)  # [4, N, D]
+    return jnp.sum(w[None] * ys)
+
+  eager_value, eager_grad = jax.value_and_grad(batch_loss)(thetas)
+  jit_value, jit_grad = jax.jit(jax.value_and_grad(batch_loss))(thetas)
+  np.testing.assert_allclose(jit_value, eager_value, rtol=1e-12)
+  np.testing.assert_allclose(jit_grad, eager_grad, rtol=1e-10)
+  # Per-set results do not depend on the rest of the batch (clipping is per set).
+  single = idspn_jax.solve(quadratic_energy, y0s[2], q, thetas[2], steps=10, clip_norm=1.0)
+  ys = jax.vmap(
+    lambda y0, t: idspn_jax.solve(quadratic_energy, y0, q, t, steps=10, clip_norm=1.0)
+  )(y0s, thetas)
+  np.testing.assert_allclose(ys[2], single, rtol=1e-12)
+
+
+def test_clipping_bounds_each_step():
+  energy = lambda y, s: s * jnp.sum(y)  # constant gradient of norm s * sqrt(N * D)
+  y = idspn_jax.solve(energy, jnp.zeros((N, D)), 100.0, steps=1, momentum=0.0, clip_norm=2.0)
+  np.testing.assert_allclose(jnp.linalg.norm(y), 2.0 * 100 * np.sqrt(N * D) / (
+    100 * np.sqrt(N * D) + 1e-6), rtol=1e-12)
+
+
+def test_any_optax_optimizer_can_replace_the_default():
+  q, theta, _ = _quadratic_problem()
+  y = idspn_jax.solve(
+    quadratic_energy, jnp.zeros((N, D)), q, theta, steps=300, optimizer=optax.adam(0.05)
+  )
+  np.testing.assert_allclose(y.reshape(-1), jnp.linalg.solve(q, theta), atol=1e-3)
+
+
+def test_tol_stops_early_and_still_differentiates():
+  q, theta, w = _quadratic_problem()
+  count = {"calls": 0}
+
+  def energy(y, q, theta):
+    return quadratic_energy(y, q, theta)
+
+  def run(theta, tol):
+    return idspn_jax.solve(
+      energy, jnp.zeros((N, D)), q, theta, steps=10_000, tol=tol, learning_rate=0.5,
+      momentum=0.5,
+    )
+
+  y = run(theta, 1e-6)
+  np.testing.assert_allclose(y.reshape(-1), jnp.linalg.solve(q, theta), atol=1e-5)
+  grad = jax.grad(lambda t: jnp.sum(w * run(t, 1e-6)))(theta)
+  assert np.all(np.isfinite(grad))
+  del count
+
+
+def test_simplex_projection_keeps_rows_on_the_simplex():
+  energy = lambda y, t: jnp.sum((y - t) ** 2)
+  t = jax.random.normal(jax.random.key(0), (N, 4))
+  y = idspn_jax.solve(
+    energy, jnp.zeros((N, 4)), t, steps=5, projection=idspn_jax.project_rows_to_simplex
+  )
+  np.testing.assert_allclose(jnp.sum(y, axis=-1), 1.0, rtol=1e-12)
+  assert float(jnp.min(y)) >= 0.0
+
+
+@pytest.mark.parametrize(
+  "call, message",
+  [
+    (lambda e: idspn_jax.solve(e, jnp.zeros((2, N, D))), "shape \\(n, d\\)"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), backward="adjoint"), "unknown backward"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), steps=0), "steps"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), tol=1e-3, backward="unroll"), "tol"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), clip_norm=-1.0), "clip_norm"),
+    (lambda e: idspn_jax.solve(lambda y: y, jnp.zeros((N, D))), "scalar"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D), jnp.int32)), "floating"),
+  ],
+)
+def test_bad_input_is_a_clear_error(call, message):
+  energy = lambda y: jnp.sum(y**2)
+  with pytest.raises(ValueError, match=message):
+    call(energy)
+
+
+def test_mismatched_encoder_shape_is_a_clear_error():
+  enc = idspn_jax.FSEncoder(8, 4, N)
+  params = enc.init(jax.random.key(0), jnp.zeros((N, D)))["params"]
+  energy = functools.partial(
+    idspn_jax.squared_error_energy, apply_fn=lambda p, y: enc.apply({"params": p}, y)
+  )
+  with pytest.raises(ValueError, match="energy_fn failed on a set y of shape \\(5, 2\\)"):
+    idspn_jax.solve(energy, jnp.zeros((5, D)), params, jnp.zeros(4))
+  with pytest.raises(ValueError, match="target z has shape \\(3,\\)"):
+    idspn_jax.solve(energy, jnp.zeros((N, D)), params, jnp.zeros(3))
+
+
+def test_checkify_reports_where_a_nan_appears():
+  energy = lambda y, s: jnp.sum((y - 1.0) ** 2) + jnp.log(s) * jnp.sum(y**2)  # log(s < 0) = nan
+  run = lambda s: idspn_jax.solve(energy, jnp.zeros((N, D)), s, steps=3)
+  err, _ = jax.jit(checkify.checkify(run, errors=checkify.float_checks))(-1.0)
+  assert err.get() is not None and "nan" in err.get().lower()
+  err, _ = jax.jit(checkify.checkify(run, errors=checkify.float_checks))(1.0)
+  assert err.get() is None
