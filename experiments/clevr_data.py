@@ -198,7 +198,9 @@ class ClevrSource(Protocol):
 
 
 class ClevrFolderSource:
-  """A raw CLEVR v1.0 split: ``<root>/images/<split>/`` and ``<root>/scenes/CLEVR_<split>_scenes.json``.
+  """A raw CLEVR v1.0 split: ``<root>/images/<split>/*.png`` plus its scene file.
+
+  The scene file is ``<root>/scenes/CLEVR_<split>_scenes.json``.
 
   All scenes are parsed and checked when the source is made, so an unknown attribute or an
   oversized scene fails before training starts; images are decoded on ``load``.
@@ -298,6 +300,11 @@ class TfdsClevrSource:
   def __len__(self) -> int:
     return len(self._source)
 
+  def file_name(self, index: int) -> str:
+    """The CLEVR image file name of example ``index`` (TFDS orders examples its own way)."""
+    name = self._source[index]["file_name"]
+    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+
   def load(self, index: int, *, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     try:
       example = self._source[index]
@@ -369,3 +376,236 @@ def load_tfds_with_tensorflow(split: str, *, data_dir: str | None, image_size: i
     sets.append(tfds_objects_to_set(example["objects"], set_size=set_size,
                                     where=f"TFDS clevr {split}[{i}]"))
   return ArraySource(np.stack(images), np.stack(sets))
+
+
+SOURCES = ("synthetic", "folder", "tfds", "tfds_tf")
+
+
+def create_clevr_source(source: str, *, split: str, root: str | None = None,
+                        data_dir: str | None = None, image_size: int = 128,
+                        set_size: int = SET_SIZE,
+                        on_too_many_objects: str = "error") -> ClevrSource:
+  """Opens one split of a CLEVR source and logs which one is in use.
+
+  Args:
+    source: "synthetic" or "folder" (a CLEVR v1.0 folder at ``root``; the synthetic one is
+      written by ``clevr_render.render_dataset``), "tfds" (array_record in ``data_dir``,
+      no TensorFlow) or "tfds_tf" (``tfds.load``, needs TensorFlow, held in memory).
+    split: "train", "val", ...; for TFDS "val" means the builder's "validation" split.
+    root: The folder of "synthetic" and "folder".
+    data_dir: TFDS data_dir (None: TFDS's default).
+    image_size: S; only "tfds_tf" uses it here (it resizes while loading).
+    set_size: N.
+    on_too_many_objects: "error" or "skip" for scenes with more than N objects (folder
+      sources check every scene here; TFDS sources find them while loading, see
+      ``ClevrBatches``).
+
+  Returns:
+    The source.
+  """
+  _check_choice("source", source, SOURCES)
+  if source in ("synthetic", "folder"):
+    if root is None:
+      raise ValueError(f"source={source!r} needs root=, the CLEVR folder")
+    out = ClevrFolderSource(root, split, set_size=set_size,
+                            on_too_many_objects=on_too_many_objects)
+    where = root
+  else:
+    tfds_split = {"val": "validation"}.get(split, split)
+    if source == "tfds":
+      out = TfdsClevrSource(tfds_split, data_dir=data_dir, set_size=set_size)
+    else:
+      out = load_tfds_with_tensorflow(tfds_split, data_dir=data_dir, image_size=image_size,
+                                      set_size=set_size)
+    where = data_dir or "the default TFDS data_dir"
+  logging.info("CLEVR source %r, split %r, from %s: %d scenes.", source, split, where, len(out))
+  return out
+
+
+@dataclasses.dataclass
+class _BadExamples:
+  """Examples found unusable while loading (shared by the loader threads)."""
+
+  images: set = dataclasses.field(default_factory=set)
+  scenes: set = dataclasses.field(default_factory=set)
+  lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+class ClevrBatches:
+  """Deterministic, resumable batches of any CLEVR source.
+
+  Batch ``step`` holds examples ``perm_e[k * B:(k + 1) * B]`` where ``e, k = divmod(step,
+  steps_per_epoch)`` and ``perm_e`` is a permutation drawn from ``(seed, e)`` (the identity
+  without shuffling). It is a pure function of ``step``, so ``iterate(start_step)`` yields
+  exactly the batches an uninterrupted run would from there. Batches are decoded and resized
+  by ``num_threads`` grain threads, ``prefetch`` batches ahead.
+
+  With ``cache=True`` every image is decoded and resized once, in parallel, into a uint8
+  array in memory; bad examples are then found (and skipped or raised) before training starts.
+  Without the cache, a bad example found while loading raises, or with "skip" is replaced by
+  the next usable example of the source (so batches keep their size) and counted.
+  """
+
+  def __init__(self, source: ClevrSource, *, batch_size: int, image_size: int,
+               shuffle: bool = True, seed: int = 0, drop_remainder: bool = True,
+               cache: bool = False, num_threads: int = 4, prefetch: int = 4,
+               on_bad_image: str = "error", on_too_many_objects: str = "error"):
+    """Makes the batches.
+
+    Args:
+      source: Any ``ClevrSource``.
+      batch_size: B.
+      image_size: S, the side images are resized to.
+      shuffle: Draw a new permutation per epoch (else the source order).
+      seed: Seed of the permutations.
+      drop_remainder: Leave out the last partial batch of each epoch (else it is smaller).
+      cache: Decode everything once into memory.
+      num_threads: Loader threads; 0 loads in the calling thread.
+      prefetch: Batches decoded ahead.
+      on_bad_image: "error" or "skip" for images that are missing or fail to decode.
+      on_too_many_objects: "error" or "skip" for scenes found oversized while loading.
+    """
+    _check_choice("on_bad_image", on_bad_image, _ERROR_OR_SKIP)
+    _check_choice("on_too_many_objects", on_too_many_objects, _ERROR_OR_SKIP)
+    if batch_size <= 0 or image_size <= 0:
+      raise ValueError(f"batch_size and image_size must be positive, got {batch_size}, "
+                       f"{image_size}")
+    self.batch_size, self.image_size = int(batch_size), int(image_size)
+    self.shuffle, self.seed, self.drop_remainder = shuffle, int(seed), drop_remainder
+    self.num_threads, self.prefetch = int(num_threads), max(int(prefetch), 1)
+    self._policy = {BadImageError: on_bad_image, TooManyObjectsError: on_too_many_objects}
+    self._bad = _BadExamples()
+    self._source_skipped = getattr(source, "skipped_scenes", 0)
+    self.source = self._build_cache(source) if cache else source
+    self.num_examples = len(self.source)
+    if self.num_examples == 0:
+      raise ClevrDataError("the source has no usable examples")
+    full, rest = divmod(self.num_examples, self.batch_size)
+    self.steps_per_epoch = full if drop_remainder else full + (rest > 0)
+    if self.steps_per_epoch == 0:
+      raise ClevrDataError(
+        f"{self.num_examples} examples make no full batch of {self.batch_size} with "
+        "drop_remainder=True")
+
+  @property
+  def stats(self) -> dict[str, int]:
+    """Counts of unusable examples: bad images, and scenes skipped for too many objects."""
+    return {"bad_images": len(self._bad.images),
+            "skipped_scenes": self._source_skipped + len(self._bad.scenes)}
+
+  def _try_load(self, source: ClevrSource, index: int):
+    """The example, or the exception to skip it (policy "skip"); raises under "error"."""
+    try:
+      return source.load(index, image_size=self.image_size)
+    except (BadImageError, TooManyObjectsError) as e:
+      kind = type(e)
+      if self._policy[kind] == "error":
+        option = "on_bad_image" if kind is BadImageError else "on_too_many_objects"
+        raise kind(f"{e} (pass {option}='skip' to skip such examples)") from e
+      with self._bad.lock:
+        seen = self._bad.images if kind is BadImageError else self._bad.scenes
+        if index not in seen:
+          logging.warning("Skipping CLEVR example %d: %s", index, e)
+        seen.add(index)
+      return e
+
+  def _build_cache(self, source: ClevrSource) -> ArraySource:
+    n = len(source)
+    s = self.image_size
+    images = np.zeros((n, s, s, 3), np.uint8)
+    sets = []
+    keep = np.zeros(n, bool)
+    def fill(index):
+      example = self._try_load(source, index)
+      if not isinstance(example, Exception):
+        images[index] = example[0]
+        keep[index] = True
+        return example[1]
+      return None
+    with concurrent.futures.ThreadPoolExecutor(max(self.num_threads, 1)) as pool:
+      sets = list(pool.map(fill, range(n)))
+    good = np.flatnonzero(keep)
+    logging.info("Cached %d CLEVR images of %d px (%.1f MB).", len(good), s,
+                 images[good].nbytes / 1e6)
+    if len(good) == n:
+      return ArraySource(images, np.stack(sets))
+    return ArraySource(images[good], np.stack([sets[i] for i in good]))
+
+  def _load_usable(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    for offset in range(self.num_examples):
+      j = (index + offset) % self.num_examples
+      if j in self._bad.images or j in self._bad.scenes:
+        continue
+      example = self._try_load(self.source, j)
+      if not isinstance(example, Exception):
+        return example
+    raise ClevrDataError("no example of the source can be loaded")
+
+  def batch_indices(self, step: int) -> np.ndarray:
+    """The source indices of batch ``step``, of shape [B] (fewer for a last partial batch)."""
+    epoch, k = divmod(int(step), self.steps_per_epoch)
+    if self.shuffle:
+      order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+    else:
+      order = np.arange(self.num_examples)
+    return order[k * self.batch_size:(k + 1) * self.batch_size]
+
+  def load_batch(self, step: int) -> dict[str, np.ndarray]:
+    """Batch ``step``: image float32 [B, S, S, 3] in [0, 1] and set float32 [B, N, D]."""
+    examples = [self._load_usable(int(i)) for i in self.batch_indices(step)]
+    images = np.stack([e[0] for e in examples])  # [B, S, S, 3] uint8
+    return {"image": images.astype(np.float32) / np.float32(255.0),
+            "set": np.stack([e[1] for e in examples]).astype(np.float32)}
+
+  def iterate(self, start_step: int = 0, *,
+              num_steps: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Batches ``start_step``, ``start_step + 1``, ... (forever if ``num_steps`` is None)."""
+    if start_step < 0:
+      raise ValueError(f"start_step must be >= 0, got {start_step}")
+    stop = start_step + num_steps if num_steps is not None else 2**62
+    if self.num_threads == 0:
+      return (self.load_batch(step) for step in range(start_step, stop))
+    dataset = grain.MapDataset.range(start_step, stop).map(self.load_batch)
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=self.num_threads, prefetch_buffer_size=self.prefetch)))
+
+  def epoch(self, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """The batches of one epoch (e.g. an evaluation pass with shuffle=False)."""
+    return self.iterate(epoch * self.steps_per_epoch, num_steps=self.steps_per_epoch)
+
+
+def prepare_tfds_from_folder(root: str, data_dir: str, *,
+                             splits: Sequence[str] = ("train", "val")) -> None:
+  """Writes a CLEVR-layout folder as the tfds ``clevr`` dataset (version 3.1.0, array_record).
+
+  The result is read by ``tfds.data_source("clevr", data_dir=data_dir)`` exactly like the
+  prepared real dataset, which makes the TFDS path testable without the 19 GB download. The
+  "val" split becomes TFDS's "validation". Question/answer lists are left empty.
+  """
+  import tensorflow_datasets as tfds
+
+  real = tfds.builder_cls("clevr")
+  names = {"train": "train", "val": "validation", "test": "test"}
+
+  class _ClevrFromFolder(real, skip_registration=True):
+    name = "clevr"
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {names.get(s, s): self._generate_examples(s) for s in splits}
+
+    def _generate_examples(self, split):
+      source = ClevrFolderSource(root, split)
+      fields = ("color", "material", "shape", "size", "rotation", "pixel_coords", "3d_coords")
+      for i, scene in enumerate(source.scenes):
+        yield scene["image_filename"], {
+          "image": source.image_path(i),
+          "file_name": scene["image_filename"],
+          "question_answer": [],
+          "objects": [{f: o[f] for f in fields} for o in scene["objects"]],
+        }
+
+  builder = _ClevrFromFolder(data_dir=data_dir, file_format="array_record")
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode
+                                                 .REUSE_DATASET_IF_EXISTS))

@@ -353,10 +353,12 @@ def _shade(camera: _Camera, objects: list[dict], *, light: np.ndarray, key: floa
     else:
       view = d[idx]
       refl = view - 2 * (view * n).sum(axis=1, keepdims=True) * n  # [Q, 3]
-      spec = np.clip(refl @ light, 0, None)[:, None] ** 40
-      sky = 0.5 + 0.5 * refl[:, 2:3]  # Bright where the reflection looks up.
-      color[idx] = (albedo * (0.45 * ambient + 0.55 * key * lambert + 0.35 * sky)
-                    + 0.9 * key * spec + 0.12 * sky)
+      spec = np.clip(refl @ light, 0, None)[:, None] ** 20  # A broad, white highlight.
+      # A mirror of a bright sky over a dark horizon: a white sheen that changes sharply with
+      # the surface orientation, so that flat cube and cylinder faces look metallic too.
+      env = np.clip((refl[:, 2:3] - 0.05) / 0.5, 0, 1) ** 2
+      color[idx] = (albedo * (0.25 * ambient + 0.35 * key * lambert + 0.45 * env)
+                    + 0.3 * env + 0.8 * key * spec)
   return color.reshape(w, w, 3), ids.reshape(w, w)
 
 

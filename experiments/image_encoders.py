@@ -1,0 +1,137 @@
+"""Image encoders for CLEVR object property prediction: images [B, S, S, 3] -> latents [B, L].
+
+``ResNet18`` is torchvision's resnet18 trunk (no average pool, no classifier) followed by the
+iDSPN reference head: BatchNorm, then a 2x2 stride-2 convolution to ``L / spatial**2``
+channels, flattened, where ``spatial = S // 32 // 2`` (2 at S = 128, 4 at S = 256). Its
+BatchNorm statistics live in the ``batch_stats`` collection: call with ``train=True`` and
+``mutable=["batch_stats"]`` while training, ``train=False`` to use the running averages.
+
+``SmallCNN`` is a few strided convolutions and a dense layer, for CPU-sized runs. It has no
+BatchNorm, but takes the same ``train`` argument.
+
+References:
+  He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
+  Zhang, Zhang, Lacoste-Julien, Burghouts, Snoek. Multiset-Equivariant Set Prediction with
+  Approximate Implicit Differentiation. ICLR 2022. arXiv:2111.12193.
+"""
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# torchvision's BatchNorm: momentum 0.1 on the new batch (flax keeps 0.9 of the old), eps 1e-5.
+_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions with BatchNorm and a (projected) shortcut."""
+
+  features: int
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    norm = functools.partial(_BatchNorm, use_running_average=not train)
+    y = nn.Conv(self.features, (3, 3), self.strides, padding=1, use_bias=False)(x)
+    y = nn.relu(norm()(y))
+    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(y)
+    # torchvision's zero_init_residual is off: the last BatchNorm starts at scale 1.
+    y = norm()(y)
+    if self.strides != 1 or x.shape[-1] != self.features:
+      x = nn.Conv(self.features, (1, 1), self.strides, use_bias=False, name="downsample_conv")(x)
+      x = norm(name="downsample_norm")(x)
+    return nn.relu(x + y)
+
+
+class ResNet18(nn.Module):
+  """ResNet18 trunk plus the iDSPN head.
+
+  Attributes:
+    latent: L, the output width; must be divisible by ``spatial**2``.
+    image_size: S, the input side (at least 64; 128 or 256 in the paper).
+    stage_sizes: BasicBlocks per stage (2, 2, 2, 2 for ResNet18).
+    widths: Channels per stage.
+  """
+
+  latent: int = 512
+  image_size: int = 128
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  widths: Sequence[int] = (64, 128, 256, 512)
+
+  @nn.compact
+  def __call__(self, images: jax.typing.ArrayLike, *, train: bool) -> jax.Array:
+    """Encodes images.
+
+    Args:
+      images: Float images of shape [B, S, S, 3] (values in [0, 1]).
+      train: Use batch statistics and update the running ones (needs mutable batch_stats).
+
+    Returns:
+      Latents of shape [B, L].
+    """
+    x = jnp.asarray(images)
+    b, h, w, _ = x.shape
+    spatial = self.image_size // 32 // 2
+    if (h, w) != (self.image_size, self.image_size):
+      raise ValueError(f"expected images of {self.image_size}x{self.image_size}, got {h}x{w}")
+    if spatial < 1 or self.latent % spatial**2:
+      raise ValueError(f"image_size {self.image_size} gives a {spatial}x{spatial} head grid; it "
+                       f"needs image_size >= 64 and latent divisible by {max(spatial, 1)**2}")
+    norm = functools.partial(_BatchNorm, use_running_average=not train)
+    x = nn.Conv(self.widths[0], (7, 7), 2, padding=3, use_bias=False, name="conv1")(x)
+    x = nn.relu(norm(name="bn1")(x))  # [B, S/2, S/2, 64]
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # [B, S/4, S/4, 64]
+    for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
+      for j in range(blocks):
+        x = BasicBlock(width, strides=2 if i > 0 and j == 0 else 1)(x, train=train)
+    # x: [B, S/32, S/32, 512]. The head halves the grid once more.
+    x = norm(name="head_norm")(x)
+    x = nn.Conv(self.latent // spatial**2, (2, 2), 2, padding="VALID", name="head_conv")(x)
+    return x.reshape(b, self.latent)  # [B, spatial, spatial, L / spatial^2] -> [B, L]
+
+
+class SmallCNN(nn.Module):
+  """A few strided 3x3 convolutions (with x/y coordinate channels) and a dense layer.
+
+  Attributes:
+    latent: L, the output width.
+    widths: Channels of the stride-2 convolutions.
+    coord_channels: Append the pixel's x and y in [-1, 1] to the input (CoordConv), which
+      helps the encoder report object positions.
+  """
+
+  latent: int = 512
+  widths: Sequence[int] = (32, 64, 64, 128)
+  coord_channels: bool = True
+
+  @nn.compact
+  def __call__(self, images: jax.typing.ArrayLike, *, train: bool = False) -> jax.Array:
+    """Encodes images of shape [B, S, S, 3] into latents of shape [B, L]."""
+    del train  # No BatchNorm; the argument keeps the encoders interchangeable.
+    x = jnp.asarray(images)
+    b, h, w, _ = x.shape
+    if self.coord_channels:
+      ys, xs = jnp.meshgrid(jnp.linspace(-1, 1, h, dtype=x.dtype),
+                            jnp.linspace(-1, 1, w, dtype=x.dtype), indexing="ij")
+      grid = jnp.broadcast_to(jnp.stack([xs, ys], axis=-1), (b, h, w, 2))
+      x = jnp.concatenate([x, grid], axis=-1)  # [B, S, S, 5]
+    for width in self.widths:
+      x = nn.relu(nn.Conv(width, (3, 3), 2, padding=1)(x))  # Halves the grid.
+    x = x.reshape(b, -1)  # [B, (S / 2^k)^2 * C]
+    x = nn.relu(nn.Dense(self.latent)(x))
+    return nn.Dense(self.latent)(x)  # [B, L]
+
+
+ENCODERS = ("resnet18", "small_cnn")
+
+
+def create_image_encoder(name: str, *, latent: int, image_size: int, **kwargs) -> nn.Module:
+  """Returns the encoder ``name`` ("resnet18" or "small_cnn") mapping [B, S, S, 3] to [B, L]."""
+  if name == "resnet18":
+    return ResNet18(latent=latent, image_size=image_size, **kwargs)
+  if name == "small_cnn":
+    return SmallCNN(latent=latent, **kwargs)
+  raise ValueError(f"unknown image encoder {name!r}; choose one of {ENCODERS}")
