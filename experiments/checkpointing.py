@@ -1,0 +1,106 @@
+"""Checkpoints with orbax: the last K, the best by a metric, and recovery from bad ones."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written (the message says where and why)."""
+
+
+def _manager(directory: pathlib.Path, *, keep: int, best_metric: str | None = None,
+             best_mode: str = "min") -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep,
+    create=True,
+    # Synchronous saves: a save that returns is on disk, so Ctrl-C right after it is safe.
+    enable_async_checkpointing=False,
+    best_fn=(lambda metrics: float(metrics[best_metric])) if best_metric else None,
+    best_mode=best_mode,
+    keep_checkpoints_without_metrics=False if best_metric else True,
+  )
+  return ocp.CheckpointManager(directory.resolve(), options=options)
+
+
+class Checkpoints:
+  """The last ``keep`` checkpoints under ``workdir/checkpoints``, the best under ``workdir/best``.
+
+  Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
+  killed save never looks like a checkpoint. A checkpoint that fails to restore (corrupt or
+  truncated files) is skipped with a warning, and the previous one is tried.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, best_metric: str | None = None,
+               best_mode: str = "min"):
+    self.workdir = pathlib.Path(workdir)
+    self.best_metric = best_metric
+    self._last = _manager(self.workdir / "checkpoints", keep=keep)
+    self._best = (
+      _manager(self.workdir / "best", keep=1, best_metric=best_metric, best_mode=best_mode)
+      if best_metric
+      else None
+    )
+
+  def latest_step(self) -> int | None:
+    return self._last.latest_step()
+
+  def save(self, step: int, state: Any) -> None:
+    """Saves ``state`` as step ``step`` (replacing an existing checkpoint of that step)."""
+    self._save(self._last, step, state)
+
+  def save_best(self, step: int, state: Any, metrics: dict[str, float]) -> None:
+    """Offers ``state`` to the best-checkpoint slot with its evaluation ``metrics``."""
+    if self._best is None:
+      return
+    if self.best_metric not in metrics:
+      raise KeyError(
+        f"best_metric {self.best_metric!r} is not among the evaluation metrics {sorted(metrics)}"
+      )
+    self._save(self._best, step, state, metrics={k: float(v) for k, v in metrics.items()})
+
+  def _save(self, manager, step, state, metrics=None):
+    try:
+      if step in manager.all_steps():
+        manager.delete(step)
+      manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+      manager.wait_until_finished()
+    except OSError as err:
+      raise CheckpointError(
+        f"could not write the checkpoint of step {step} under {manager.directory}: {err} "
+        "(is the disk full or the folder read-only?); earlier checkpoints are untouched"
+      ) from err
+
+  def restore_latest(self, abstract_state: Any, *, best: bool = False) -> tuple[int, Any] | None:
+    """Restores the newest readable checkpoint (or the best one), or None if there is none."""
+    manager = self._best if best else self._last
+    if manager is None:
+      raise ValueError("no best checkpoint is kept: set train.best_metric")
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      except Exception as err:  # Any failure to read means: fall back to an older one.
+        logging.warning(
+          "checkpoint of step %d under %s is unreadable (%s: %s); trying the previous one",
+          step, manager.directory, type(err).__name__, str(err).splitlines()[0][:200],
+        )
+        continue
+      if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state)
+                 if np.issubdtype(np.asarray(x).dtype, np.floating)):
+        logging.warning("checkpoint of step %d holds non-finite values; trying the previous one",
+                        step)
+        continue
+      return step, state
+    return None
+
+  def close(self) -> None:
+    self._last.close()
+    if self._best is not None:
+      self._best.close()

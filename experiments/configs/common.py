@@ -1,0 +1,41 @@
+"""Settings every experiment shares: the loop, evaluation, checkpoints."""
+
+from ml_collections import config_dict
+
+
+def base_config() -> config_dict.ConfigDict:
+  """The shared part of every experiment's config; experiments add ``model`` and ``data``."""
+  config = config_dict.ConfigDict()
+  config.seed = 0
+  # Evaluate the newest checkpoint in the workdir and exit.
+  config.eval_only = False
+  # Call jax.distributed.initialize() (multi-host runs).
+  config.distributed = False
+
+  # Outer optimisation (Adam).
+  config.train = config_dict.ConfigDict()
+  config.train.steps = 1000
+  config.train.batch_size = 128
+  config.train.learning_rate = 1e-3
+  # Multiply the learning rate by lr_drop_factor from this step on (0: never).
+  config.train.lr_drop_step = 0
+  config.train.lr_drop_factor = 0.1
+  # Clip the outer gradient's global norm (0: off).
+  config.train.grad_clip_norm = 0.0
+  # Half the inner steps during the first half of training.
+  config.train.inner_steps_schedule = False
+
+  # Logging, evaluation and checkpoints.
+  config.train.log_every = 50
+  config.train.eval_every = 500
+  config.train.checkpoint_every = 500
+  config.train.keep_checkpoints = 3
+  config.train.best_metric = "loss"
+  config.train.best_mode = "min"
+  config.train.progress_bar = True
+
+  config.eval = config_dict.ConfigDict()
+  config.eval.batch_size = 128
+  config.eval.inner_steps = 20
+  config.eval.pictures = True
+  return config

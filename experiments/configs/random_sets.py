@@ -1,0 +1,89 @@
+"""Random-set autoencoding (experiment 2): DSPN vs iDSPN.
+
+  python -m experiments.random_sets --config=experiments/configs/random_sets.py:small
+  python -m experiments.random_sets --config=experiments/configs/random_sets.py:paper \
+      --config.data.set_size=16 --config.data.set_dim=8 --config.model.steps=20
+  # DSPN: --config.model.backward=unroll --config.model.momentum=0
+"""
+
+from ml_collections import config_dict
+
+from experiments.configs.common import base_config
+
+VARIANTS = ("small", "paper", "test")
+
+
+def get_config(variant: str = "small") -> config_dict.ConfigDict:
+  """``paper``: the paper's settings; ``small``: minutes on 2 CPU cores; ``test``: seconds."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+  config = base_config()
+
+  # Data: sets of set_size points in set_dim dimensions, each coordinate N(0, 1).
+  config.data = config_dict.ConfigDict()
+  config.data.set_size = 16
+  config.data.set_dim = 8
+  config.data.train_size = 64_000
+  config.data.val_size = 6_400
+  config.data.test_size = 6_400
+  config.data.seed = 0
+
+  # Model: an FS encoder turns the input set into z; iDSPN decodes z back into a set.
+  config.model = config_dict.ConfigDict()
+  config.model.hidden = 512
+  config.model.latent = 512
+  config.model.input_pool = "fs"
+  config.model.pool = "fs"
+  config.model.steps = 20
+  config.model.learning_rate = 1.0
+  config.model.momentum = 0.9
+  config.model.backward = "approx"
+  config.model.clip_norm = config_dict.placeholder(float)
+  config.model.learn_start = True
+  config.model.energy = "mse_regularized"
+  config.model.cg_ridge = 1e-2
+  config.model.cg_maxiter = 20
+  config.model.fspool_method = "auto"
+
+  # Training: 40 epochs of 500 batches of 128 in the paper.
+  config.train.steps = 40 * 64_000 // 128
+  config.train.eval_every = 64_000 // 128
+  config.train.checkpoint_every = 64_000 // 128
+  config.eval.inner_steps = 20
+  config.eval.batch_size = 128
+
+  if variant == "small":
+    config.data.set_size = 8
+    config.data.set_dim = 4
+    config.data.train_size = 6_400
+    config.data.val_size = 640
+    config.data.test_size = 640
+    config.model.hidden = 128
+    config.model.latent = 128
+    config.model.steps = 10
+    config.eval.inner_steps = 10
+    config.train.batch_size = 64
+    config.eval.batch_size = 64
+    config.train.steps = 1500
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 250
+    config.train.log_every = 50
+  elif variant == "test":
+    config.data.set_size = 4
+    config.data.set_dim = 2
+    config.data.train_size = 64
+    config.data.val_size = 16
+    config.data.test_size = 16
+    config.model.hidden = 16
+    config.model.latent = 16
+    config.model.steps = 4
+    config.eval.inner_steps = 4
+    config.train.batch_size = 8
+    config.eval.batch_size = 8
+    config.train.steps = 20
+    config.train.eval_every = 10
+    config.train.checkpoint_every = 5
+    config.train.log_every = 5
+    config.train.progress_bar = False
+    config.eval.pictures = False
+  return config

@@ -1,0 +1,450 @@
+"""The training and evaluation loop that every experiment shares.
+
+An experiment describes itself as a `Task` (model, per-example loss, data, host-side metrics,
+a picture) and calls `train_and_evaluate(config, workdir, task)`. The loop:
+
+* one `jax.jit` training step, the global batch sharded over every device of a 1-D ``data``
+  mesh, parameters and optimiser state replicated (multi-host: each process feeds its slice);
+* deterministic data order from the seed, so a run restarted from its workdir continues
+  exactly as an uninterrupted one (same parameters, same batches);
+* a learning-rate step drop and the inner-step schedule (half the inner steps in the first
+  half of training) as config options;
+* evaluation every ``eval_every`` steps with its own inner steps, metrics to TensorBoard and
+  ``metrics.jsonl``, a picture per evaluation, a summary table at the end;
+* orbax checkpoints (the last K and the best), Ctrl-C saves before exiting, a non-finite loss
+  stops the run with the last good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from experiments import checkpointing
+
+Batch = dict[str, np.ndarray]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or infinite loss."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What an experiment plugs into the shared loop.
+
+  Attributes:
+    name: Short name for logs.
+    model: Flax module called as ``model(batch, train=..., steps=...)``; returns predictions.
+    loss: ``loss(pred, batch) -> [B]`` per-example training loss (jax, differentiable).
+    train_batches: ``train_batches(start_step) -> iterator`` of global numpy batches; the
+      batch at step s must depend only on (seed, s), so that a resumed run sees the same data.
+    eval_batches: ``eval_batches(split) -> iterable`` of numpy batches.
+    eval_metrics: ``eval_metrics(preds, batches) -> {name: float}`` on the host, from the lists
+      of predictions and batches of one split.
+    plot: ``plot(pred, batch, path)`` draws predictions against targets into a PNG, or None.
+    eval_splits: Splits evaluated during training (first) and in the final summary (all).
+  """
+
+  name: str
+  model: nn.Module
+  loss: Callable[[Any, Batch], jax.Array]
+  train_batches: Callable[[int], Iterator[Batch]]
+  eval_batches: Callable[[str], Iterable[Batch]]
+  eval_metrics: Callable[[list[Any], list[Batch]], dict[str, float]]
+  plot: Callable[[Any, Batch, pathlib.Path], None] | None = None
+  eval_splits: tuple[str, ...] = ("val",)
+
+
+class TrainState(train_state.TrainState):
+  """Parameters, optimiser state, BatchNorm statistics and the run's rng key."""
+
+  batch_stats: Any = None
+  rng: jax.Array | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules.
+
+
+def inner_steps_at(step: int, config: ml_collections.ConfigDict) -> int:
+  """Inner steps for outer step ``step``: half of them in the first half, with the schedule."""
+  steps = config.model.steps
+  if config.train.inner_steps_schedule and step < config.train.steps // 2:
+    return max(1, steps // 2)
+  return steps
+
+
+def create_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Constant learning rate, multiplied by ``lr_drop_factor`` from step ``lr_drop_step``."""
+  if config.train.lr_drop_step:
+    return optax.piecewise_constant_schedule(
+      config.train.learning_rate, {int(config.train.lr_drop_step): config.train.lr_drop_factor}
+    )
+  return optax.constant_schedule(config.train.learning_rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps.
+
+
+def _variables(state: TrainState, params) -> dict:
+  variables = {"params": params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  return variables
+
+
+def _rngs(key: jax.Array) -> dict[str, jax.Array]:
+  start, noise, dropout = jax.random.split(key, 3)
+  return {"start": start, "noise": noise, "dropout": dropout}
+
+
+def train_step(state: TrainState, batch: Batch, *, task: Task, inner_steps: int):
+  """One optimiser step on a (sharded) batch; returns the new state and scalar metrics."""
+  key = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    pred, updates = state.apply_fn(
+      _variables(state, params), batch, train=True, steps=inner_steps, rngs=_rngs(key),
+      mutable=["batch_stats"],
+    )
+    return jnp.mean(task.loss(pred, batch)), updates
+
+  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats"))
+  return state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(state: TrainState, batch: Batch, *, task: Task, inner_steps: int, key: jax.Array):
+  """Predictions and per-example losses on a batch, with fixed randomness."""
+  pred = state.apply_fn(
+    _variables(state, state.params), batch, train=False, steps=inner_steps, rngs=_rngs(key)
+  )
+  return pred, task.loss(pred, batch)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and data placement.
+
+
+def create_mesh() -> Mesh:
+  """A 1-D mesh named ``data`` over every device of every process."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
+  if batch_size % mesh.size:
+    raise ValueError(
+      f"{what} {batch_size} is not divisible by the number of devices ({mesh.size}): "
+      f"choose a multiple of {mesh.size}"
+    )
+
+
+def shard_batch(batch: Batch, mesh: Mesh) -> dict[str, jax.Array]:
+  """Places a global host batch on the mesh, split along its first axis."""
+  sharding = NamedSharding(mesh, P("data"))
+  n_proc, index = jax.process_count(), jax.process_index()
+
+  def place(x):
+    x = np.asarray(x)
+    per_process = x.shape[0] // n_proc
+    local = x[index * per_process:(index + 1) * per_process]
+    return jax.make_array_from_process_local_data(sharding, local)
+
+  return {k: place(v) for k, v in batch.items()}
+
+
+def _to_host(tree):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, tree)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+def _check_workdir(workdir: pathlib.Path) -> None:
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write_probe"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as err:
+    raise OSError(f"the workdir {workdir} is not writable: {err}") from err
+
+
+class _Writers:
+  """Metrics to ``metrics.jsonl`` and TensorBoard event files in the workdir."""
+
+  def __init__(self, workdir: pathlib.Path, enabled: bool):
+    self.enabled = enabled
+    self.jsonl = workdir / "metrics.jsonl"
+    self.tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter
+
+      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+
+  def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
+    try:
+      with self.jsonl.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+      for k, v in metrics.items():
+        self.tb.add_scalar(f"{split}/{k}", float(v), int(step))
+      self.tb.flush()
+    except OSError as err:
+      logging.error("could not write metrics to %s: %s", self.jsonl.parent, err)
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+def create_train_state(config: ml_collections.ConfigDict, task: Task, mesh: Mesh) -> TrainState:
+  """Initialises the model on one example batch and replicates the state over the mesh."""
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, state_rng = jax.random.split(rng)
+  example = next(iter(task.train_batches(0)))
+  example = {k: v[: mesh.size] for k, v in example.items()}
+
+  @jax.jit
+  def init(example):
+    return task.model.init(_rngs(init_rng) | {"params": init_rng}, example, train=False,
+                           steps=1)
+
+  variables = init(example)
+  tx = optax.adam(create_learning_rate(config))
+  if config.train.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(config.train.grad_clip_norm), tx)
+  state = TrainState.create(
+    apply_fn=task.model.apply, params=variables["params"], tx=tx,
+    batch_stats=variables.get("batch_stats", {}), rng=state_rng,
+  )
+  return jax.device_put(state, NamedSharding(mesh, P()))
+
+
+def evaluate(state: TrainState, task: Task, config, mesh: Mesh, split: str,
+             eval_fn) -> tuple[dict[str, float], Any, Batch]:
+  """Metrics on a whole split; also returns the first batch's predictions for a picture."""
+  key = jax.random.PRNGKey(config.seed + 1_000_003)  # the same randomness at every evaluation
+  preds, batches, losses = [], [], []
+  for i, batch in enumerate(task.eval_batches(split)):
+    _check_batch_size(len(next(iter(batch.values()))), mesh, f"{split} batch of size")
+    pred, loss = eval_fn(state, shard_batch(batch, mesh), key=jax.random.fold_in(key, i))
+    preds.append(_to_host(pred))
+    losses.append(_to_host(loss))
+    batches.append(batch)
+  if not batches:
+    raise ValueError(f"the {split} split yielded no batch")
+  metrics = {"loss": float(np.mean(np.concatenate(losses)))}
+  metrics.update(task.eval_metrics(preds, batches))
+  return metrics, preds[0], batches[0]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       task: Task) -> TrainState:
+  """Trains ``task`` as ``config`` says, in ``workdir``; returns the final state.
+
+  Restarting with the same workdir resumes from the newest readable checkpoint. With
+  ``config.eval_only`` the newest checkpoint is evaluated and nothing is trained.
+  """
+  workdir = pathlib.Path(workdir)
+  _check_workdir(workdir)
+  if config.get("distributed", False) and jax.process_count() == 1:
+    jax.distributed.initialize()
+  is_main = jax.process_index() == 0
+  mesh = create_mesh()
+  _check_batch_size(config.train.batch_size, mesh, "train.batch_size")
+  _check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  if is_main:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  logging.info("task %s on %d device(s) (%s), workdir %s", task.name, mesh.size,
+               jax.default_backend(), workdir)
+
+  state = create_train_state(config, task, mesh)
+  ckpt = checkpointing.Checkpoints(
+    workdir, keep=config.train.keep_checkpoints, best_metric=config.train.best_metric or None,
+    best_mode=config.train.best_mode,
+  )
+  restored = ckpt.restore_latest(state)
+  start_step = 0
+  if restored is not None:
+    start_step, state = restored
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    logging.info("resumed from the checkpoint of step %d", start_step)
+
+  train_fn = jax.jit(functools.partial(train_step, task=task),
+                     static_argnames=("inner_steps",), donate_argnums=(0,))
+  eval_fn = jax.jit(functools.partial(eval_step, task=task,
+                                      inner_steps=config.eval.inner_steps))
+  writers = _Writers(workdir, enabled=is_main)
+  pictures = workdir / "pictures"
+
+  def run_eval(step: int, split: str) -> dict[str, float]:
+    metrics, pred, batch = evaluate(state, task, config, mesh, split, eval_fn)
+    writers.write(step, split, metrics)
+    logging.info("step %d %s: %s", step, split,
+                 ", ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
+    if is_main and task.plot is not None and config.eval.pictures:
+      pictures.mkdir(exist_ok=True)
+      task.plot(pred, batch, pictures / f"{split}_step{step:07d}.png")
+    return metrics
+
+  try:
+    if config.eval_only:
+      if restored is None:
+        raise FileNotFoundError(f"eval_only: no checkpoint found under {workdir / 'checkpoints'}")
+      return _summarize(state, task, start_step, workdir, run_eval, is_main)
+
+    last_good = start_step if restored is not None else None
+    data = task.train_batches(start_step)
+    total = config.train.steps
+    progress = _progress(start_step, total, enabled=is_main and config.train.progress_bar)
+    tick, tick_step = time.perf_counter(), start_step
+    step = start_step
+    try:
+      for step in range(start_step, total):
+        batch = shard_batch(next(data), mesh)
+        state, metrics = train_fn(state, batch, inner_steps=inner_steps_at(step, config))
+        done = step + 1
+        if done % config.train.log_every == 0 or done == total:
+          metrics = jax.device_get(metrics)
+          if not math.isfinite(float(metrics["loss"])):
+            raise NonFiniteLossError(
+              f"the training loss is {metrics['loss']} at step {done}; stopping. The last good "
+              f"checkpoint is step {last_good} under {workdir / 'checkpoints'} (try a lower "
+              "learning rate, inner clip_norm, or grad_clip_norm)"
+            )
+          elapsed = time.perf_counter() - tick
+          metrics["steps_per_second"] = (done - tick_step) / max(elapsed, 1e-9)
+          tick, tick_step = time.perf_counter(), done
+          writers.write(done, "train", metrics)
+          progress.update(done, metrics)
+        if done % config.train.checkpoint_every == 0 or done == total:
+          last_good = _save(ckpt, done, state, workdir, last_good)
+        if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
+          metrics = run_eval(done, task.eval_splits[0])
+          if config.train.best_metric and is_main:
+            ckpt.save_best(done, state, metrics)
+    except KeyboardInterrupt:
+      done = int(jax.device_get(state.step))
+      logging.warning("interrupted: saving the checkpoint of step %d before exiting", done)
+      _save(ckpt, done, state, workdir, last_good)
+      raise
+    finally:
+      progress.close()
+    return _summarize(state, task, total, workdir, run_eval, is_main)
+  finally:
+    writers.close()
+    ckpt.close()
+
+
+def _save(ckpt, step, state, workdir, last_good):
+  if not bool(_all_finite(state.params)):
+    raise NonFiniteLossError(
+      f"the parameters hold NaN/inf at step {step}; not saving them. The last good checkpoint "
+      f"is step {last_good} under {workdir / 'checkpoints'}"
+    )
+  ckpt.save(step, state)
+  return step
+
+
+def _summarize(state, task, step, workdir, run_eval, is_main) -> TrainState:
+  """Evaluates every split, prints the table and saves it as summary.md and summary.json."""
+  results = {split: run_eval(step, split) for split in task.eval_splits}
+  if is_main:
+    names = sorted({k for m in results.values() for k in m})
+    lines = [f"| split | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
+    for split, metrics in results.items():
+      cells = " | ".join(f"{metrics[k]:.5g}" if k in metrics else "" for k in names)
+      lines.append(f"| {split} | {cells} |")
+    table = "\n".join(lines)
+    print(f"\n{task.name} after {step} steps:\n{table}\n", flush=True)
+    (workdir / "summary.md").write_text(table + "\n")
+    (workdir / "summary.json").write_text(json.dumps({"step": step, **results}, indent=2))
+  return state
+
+
+class _progress:  # noqa: N801
+  """A tqdm bar with step, loss and speed; plain log lines where stderr is no terminal."""
+
+  def __init__(self, start: int, total: int, enabled: bool):
+    self.bar = None
+    if enabled and sys.stderr.isatty():
+      from tqdm import tqdm
+
+      self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+    self.last = start
+
+  def update(self, step: int, metrics: dict) -> None:
+    text = f"loss={float(metrics['loss']):.4g} {metrics['steps_per_second']:.2f} steps/s"
+    if self.bar is not None:
+      self.bar.update(step - self.last)
+      self.bar.set_postfix_str(text)
+    else:
+      logging.info("step %d: %s", step, text)
+    self.last = step
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+def main_for(create_task: Callable[[ml_collections.ConfigDict], Task]):
+  """An absl ``main`` that reads ``--config`` and ``--workdir`` and runs ``create_task``'s task."""
+
+  def main(argv):
+    from absl import flags
+
+    if len(argv) > 1:
+      raise ValueError(f"unexpected arguments: {argv[1:]}")
+    config = flags.FLAGS.config
+    workdir = flags.FLAGS.workdir
+    train_and_evaluate(config, workdir, create_task(config))
+
+  return main
+
+
+def define_flags(default_workdir: str) -> None:
+  """Registers ``--config`` (an ml_collections file, locked) and ``--workdir``."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file(
+    "config", None, "Experiment configuration file (name:variant).", lock_config=True
+  )
+  flags.DEFINE_string("workdir", default_workdir, "Folder for checkpoints, logs and pictures.")
+  flags.mark_flags_as_required(["config"])
