@@ -251,13 +251,16 @@ class NumberingBatches:
     """
     self.inputs = np.asarray(inputs, dtype=np.int32)
     self.targets = np.asarray(targets, dtype=np.int32)
-    n, s = self.inputs.shape if self.inputs.ndim == 2 else (0, 0)
+    if self.inputs.ndim != 2 or self.inputs.shape != self.targets.shape or not self.inputs.size:
+      raise ValueError(
+        f"inputs and targets must both have shape [N, S] with N, S > 0, got {self.inputs.shape} "
+        f"and {self.targets.shape}"
+      )
+    n, s = self.inputs.shape
     self.set_size = s if set_size is None else set_size
     _check_positive(batch_size=batch_size, n_classes=n_classes, set_size=self.set_size)
     # Validate ids and widths once, on the whole dataset, rather than batch by batch.
     _check_ids(self.inputs, self.targets, n_classes=n_classes, set_size=self.set_size)
-    if n == 0:
-      raise ValueError("the dataset is empty")
     if num_epochs is not None:
       _check_positive(num_epochs=num_epochs)
     if drop_remainder and batch_size > n:

@@ -49,7 +49,14 @@ class DeepSetsLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Args: x: set of shape [B, S, D]. Returns: shape [B, S, features]."""
+    """Applies the layer.
+
+    Args:
+      x: Set of shape [B, S, D].
+
+    Returns:
+      Shape [B, S, features].
+    """
     pooled = jnp.mean(x, axis=1, keepdims=True)  # [B, 1, D]
     # The pooled term needs no bias: the element term already has one.
     return nn.Dense(self.features, name="element")(x) + nn.Dense(
@@ -66,7 +73,14 @@ class DeepSets(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Args: x: one-hot set of shape [B, S, C]. Returns: logits of shape [B, S, set_size]."""
+    """Maps a set to numbering logits.
+
+    Args:
+      x: One-hot set of shape [B, S, C].
+
+    Returns:
+      Logits of shape [B, S, set_size].
+    """
     _check_input(x, n_classes=self.n_classes, set_size=self.set_size)
     h = nn.relu(DeepSetsLayer(self.hidden)(x))  # [B, S, hidden]
     return DeepSetsLayer(self.set_size)(h)  # [B, S, set_size]
@@ -150,6 +164,35 @@ def sinusoidal_encoding(length: int, features: int) -> np.ndarray:
   return encoding.astype(np.float32)
 
 
+class RandomPositionalEncoding(nn.Module):
+  """Random "positions": ``concat(Dense_{features/2}(x), alpha + exp(beta) * noise)``.
+
+  The noise is N(0, 1) of shape [B, S, features/2], drawn from the ``"noise"`` rng stream on every
+  call, so equal elements get different codes. The scalars alpha and beta are learned and start
+  at 0, i.e. at unit-variance noise.
+  """
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Encodes a set.
+
+    Args:
+      x: Set of shape [B, S, D].
+
+    Returns:
+      Shape [B, S, features].
+    """
+    if self.features % 2:
+      raise ValueError(f"features ({self.features}) must be even")
+    embedded = nn.Dense(self.features // 2)(x)  # [B, S, features/2]
+    alpha = self.param("alpha", nn.initializers.zeros, (), embedded.dtype)
+    beta = self.param("beta", nn.initializers.zeros, (), embedded.dtype)
+    noise = jax.random.normal(self.make_rng("noise"), embedded.shape, embedded.dtype)
+    return jnp.concatenate([embedded, alpha + jnp.exp(beta) * noise], axis=-1)  # [B, S, features]
+
+
 class NumberingTransformer(nn.Module):
   """Transformer encoder-decoder baseline (torch ``nn.Transformer`` layout).
 
@@ -180,8 +223,15 @@ class NumberingTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Args: x: one-hot set of shape [B, S, C]. Returns: logits of shape [B, S, set_size]."""
-    b, s = _check_input(x, n_classes=self.n_classes, set_size=self.set_size)
+    """Maps a set to numbering logits.
+
+    Args:
+      x: One-hot set of shape [B, S, C].
+
+    Returns:
+      Logits of shape [B, S, set_size].
+    """
+    _, s = _check_input(x, n_classes=self.n_classes, set_size=self.set_size)
     if self.hidden % self.num_heads:
       raise ValueError(f"hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})")
     layer_kwargs = dict(d_model=self.hidden, num_heads=self.num_heads, ff_features=2 * self.hidden)
@@ -197,12 +247,7 @@ class NumberingTransformer(nn.Module):
       y = nn.Dense(self.hidden, name="tgt_embed")(x)  # [B, S, hidden]
       y = y + jnp.asarray(sinusoidal_encoding(s, self.hidden), y.dtype)[None]  # [B, S, hidden]
     elif self.positional == "random":
-      half = self.hidden // 2
-      embedded = nn.Dense(half, name="tgt_embed")(x)  # [B, S, hidden/2]
-      alpha = self.param("alpha", nn.initializers.zeros, (), embedded.dtype)
-      beta = self.param("beta", nn.initializers.zeros, (), embedded.dtype)
-      noise = jax.random.normal(self.make_rng("noise"), embedded.shape, embedded.dtype)
-      y = jnp.concatenate([embedded, alpha + jnp.exp(beta) * noise], axis=-1)  # [B, S, hidden]
+      y = RandomPositionalEncoding(self.hidden, name="tgt_embed")(x)  # [B, S, hidden]
     else:
       raise ValueError(
         f"positional must be 'none', 'sinusoidal' or 'random', got {self.positional!r}"
@@ -228,7 +273,14 @@ class BiLSTM(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Args: x: one-hot set of shape [B, S, C]. Returns: logits of shape [B, S, set_size]."""
+    """Maps a set to numbering logits.
+
+    Args:
+      x: One-hot set of shape [B, S, C].
+
+    Returns:
+      Logits of shape [B, S, set_size].
+    """
     _check_input(x, n_classes=self.n_classes, set_size=self.set_size)
     h = nn.Dense(self.hidden, name="embed")(x)  # [B, S, hidden]
     for i in range(self.num_layers):
