@@ -18,4 +18,8 @@ from idspn_jax._inner import default_optimizer as default_optimizer
 from idspn_jax._inner import solve as solve
 from idspn_jax._projections import project_rows_to_simplex as project_rows_to_simplex
 
+from idspn_jax import losses as losses
+from idspn_jax import matching as matching
+from idspn_jax import metrics as metrics
+
 __version__ = "0.1.0"

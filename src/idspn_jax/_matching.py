@@ -41,6 +41,11 @@ def _scipy_host(cost: np.ndarray) -> np.ndarray:
   flat = cost.reshape(-1, n, n)  # [B, N, N]
   out = np.empty(flat.shape[:2], np.int32)  # [B, N]
   for k, matrix in enumerate(flat):
+    if not np.all(np.isfinite(matrix)):
+      # Inside a jitted step a NaN cost must not crash the host callback: any matching then
+      # carries the NaN into the loss, where the training loop reports it.
+      out[k] = np.arange(n)
+      continue
     _, out[k] = scipy.optimize.linear_sum_assignment(matrix)
   return out.reshape(cost.shape[:-1])
 
@@ -171,14 +176,16 @@ def solve_auction(
     rows = jnp.take_along_axis(benefit, person[:, :, None], axis=1)  # [B, K, N]
     values = rows - prices[:, None, :]  # [B, K, N]
     v1 = jnp.max(values, axis=-1)  # [B, K]
-    best = jnp.min(jnp.where(values == v1[:, :, None], objects[None, None, :], n), axis=-1)  # [B, K]
-    v2 = jnp.max(jnp.where(objects[None, None, :] == best[:, :, None], neg_inf, values), axis=-1)  # [B, K]
+    index = objects[None, None, :]  # [1, 1, N]
+    # The first best object (argmax is slow on XLA:CPU), then the second best value.
+    best = jnp.min(jnp.where(values == v1[:, :, None], index, n), axis=-1)  # [B, K]
+    v2 = jnp.max(jnp.where(index == best[:, :, None], neg_inf, values), axis=-1)  # [B, K]
     raise_by = v1 - v2 + eps[:, None]  # [B, K]
     # Among bidders for the same object the highest raise wins (the lowest slot on ties).
     rival = active[:, None, :] & (best[:, None, :] == best[:, :, None])  # [B, K, K]
-    beats = (raise_by[:, :, None] > raise_by[:, None, :]) | (
-      (raise_by[:, :, None] == raise_by[:, None, :]) & (slots[None, :, None] <= slots[None, None, :])
-    )  # [B, K, K]
+    first = slots[None, :, None] <= slots[None, None, :]  # [1, K, K]
+    mine, theirs = raise_by[:, :, None], raise_by[:, None, :]  # [B, K, 1], [B, 1, K]
+    beats = (mine > theirs) | ((mine == theirs) & first)  # [B, K, K]
     wins = active & jnp.all(~rival | beats, axis=-1)  # [B, K]
     target = jnp.where(wins, best, n)  # [B, K]
     loser = jnp.take_along_axis(owner, best, axis=1)  # [B, K]

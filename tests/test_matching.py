@@ -1,0 +1,168 @@
+"""Tests of idspn_jax.matching: every method against scipy and brute force, and bad inputs."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from idspn_jax import matching
+
+# Every size n = 1..64 is tested, embedded into a few padded shapes so that each method compiles
+# only those shapes (XLA:CPU takes seconds per shape): n <= 8 in 8 x 8, larger ones in 64 x 64.
+SMALL = tuple(range(1, 9)) * 100  # 800 problems in 8 x 8
+LARGE = (9, 12, 16, 23, 32, 40, 47, 55, 64) * 6  # 54 problems in 64 x 64
+
+
+def scipy_totals(cost: np.ndarray) -> np.ndarray:
+  """Optimal totals of a batch [B, N, N] -> [B] by scipy, one matrix at a time."""
+  return np.array([m[scipy.optimize.linear_sum_assignment(m)].sum() for m in cost])
+
+
+def totals(cost: np.ndarray, cols: jax.Array) -> np.ndarray:
+  """Totals of the assignment `cols` [B, N] on `cost` [B, N, N] -> [B]."""
+  cols = np.asarray(cols)
+  n = cost.shape[-1]
+  assert np.all(np.sort(cols, axis=-1) == np.arange(n)), "not a permutation"
+  return np.take_along_axis(cost, cols[..., None], axis=-1)[..., 0].sum(-1)
+
+
+def embedded_batch(sizes, size, draw, pad):
+  """Random n x n problems for each n in `sizes`, embedded in [B, size, size].
+
+  The embedding [[C, pad], [pad, 0]] has the same optimal total as C when pad exceeds the
+  spread of C: moving k rows of C onto pad columns costs 2 k pad and saves at most k spread.
+  """
+  batch = np.full((len(sizes), size, size), pad, draw(1, 1).dtype)  # [B, size, size]
+  best = np.zeros(len(batch), batch.dtype)
+  for k, n in enumerate(sizes):
+    block = draw(1, n)  # [1, n, n]
+    batch[k, n:, n:] = 0
+    batch[k, :n, :n] = block[0]
+    best[k] = scipy_totals(block)[0]
+  return batch, best
+
+
+@pytest.fixture(scope="module")
+def solve():
+  """Jitted solvers, one per method (compiled once per shape and dtype)."""
+  return {
+    m: jax.jit(lambda c, m=m: matching.linear_sum_assignment(c, method=m)[1])
+    for m in ("scipy", "hungarian", "auction")
+  }
+
+
+@pytest.mark.parametrize("sizes, size", [(SMALL, 8), (LARGE, 64)])
+def test_float_totals_match_scipy(solve, sizes, size):
+  rng = np.random.default_rng(size)
+  cost, best = embedded_batch(sizes, size, lambda b, n: rng.random((b, n, n)), pad=2.0)
+  np.testing.assert_allclose(totals(cost, solve["scipy"](cost)), best, rtol=1e-12)
+  # The auction's bound: within 1e-6 of the costs' spread (2 here), under 1e-5 relative.
+  auction = totals(cost, solve["auction"](cost))
+  assert np.all(auction >= best - 1e-9)
+  np.testing.assert_allclose(auction, best, rtol=1e-5)
+  if size == 8:  # optax's Hungarian is slow to run on big batches.
+    np.testing.assert_allclose(totals(cost, solve["hungarian"](cost)), best, rtol=1e-9)
+
+
+@pytest.mark.parametrize("sizes, size", [(SMALL, 8), (LARGE, 64)])
+def test_integer_ties_exact(solve, sizes, size):
+  rng = np.random.default_rng(100 + size)
+  # Few distinct values: many ties and many optimal assignments.
+  cost, best = embedded_batch(sizes, size, lambda b, n: rng.integers(0, 4, (b, n, n)), pad=8)
+  np.testing.assert_array_equal(totals(cost, solve["auction"](cost)), best)
+  draw = lambda b, n: rng.integers(-1000, 1000, (b, n, n))
+  wide, wide_best = embedded_batch(sizes, size, draw, pad=4000)
+  np.testing.assert_array_equal(totals(wide, solve["auction"](wide)), wide_best)
+  # Integer values stored as floats: within the float tolerance, so exact after rounding.
+  as_float = cost.astype(np.float64)
+  np.testing.assert_array_equal(np.round(totals(as_float, solve["auction"](as_float))), best)
+  if size == 8:
+    np.testing.assert_array_equal(totals(cost, solve["hungarian"](cost)), best)
+
+
+def test_unpadded_shapes(solve):
+  # A few sizes in their own shapes, float and integer.
+  rng = np.random.default_rng(11)
+  for n in (1, 5):
+    cost = rng.random((50, n, n))
+    np.testing.assert_allclose(totals(cost, solve["auction"](cost)), scipy_totals(cost))
+    ints = rng.integers(0, 3, (50, n, n))
+    np.testing.assert_array_equal(totals(ints, solve["auction"](ints)), scipy_totals(ints))
+
+
+def test_float32_auction_within_tolerance(solve):
+  cost = np.random.default_rng(7).random((128, 64, 64)).astype(np.float32)
+  best = scipy_totals(cost.astype(np.float64))
+  got = totals(cost.astype(np.float64), solve["auction"](cost))
+  np.testing.assert_allclose(got, best, rtol=1e-4)
+
+
+def test_brute_force_small(solve):
+  rng = np.random.default_rng(3)
+  for n in range(1, 7):
+    cost = rng.normal(size=(8, n, n)).round(1)  # rounding makes ties
+    perms = np.array(list(itertools.permutations(range(n))))  # [P, n]
+    brute = cost[:, np.arange(n), perms].sum(-1).min(-1)  # [8]
+    # Embedded in the 8 x 8 shape compiled above (pad 20 > spread of the normals).
+    padded = np.full((8, 8, 8), 20.0)
+    padded[:, n:, n:] = 0
+    padded[:, :n, :n] = cost
+    for method in ("scipy", "hungarian", "auction"):
+      np.testing.assert_allclose(totals(padded, solve[method](padded)), brute, atol=1e-9)
+    np.testing.assert_allclose(totals(cost, solve["scipy"](cost)), brute, atol=1e-9)
+
+
+def test_batch_axes_vmap_and_rows():
+  cost = np.random.default_rng(5).random((2, 3, 6, 6))
+  rows, cols = matching.linear_sum_assignment(cost, method="auction")
+  assert rows.shape == cols.shape == (2, 3, 6)
+  np.testing.assert_array_equal(rows, np.broadcast_to(np.arange(6), (2, 3, 6)))
+  vmapped = jax.vmap(lambda c: matching.linear_sum_assignment(c, method="scipy")[1])(cost)
+  np.testing.assert_array_equal(vmapped, matching.linear_sum_assignment(cost, method="scipy")[1])
+  best = scipy_totals(cost.reshape(6, 6, 6))
+  np.testing.assert_allclose(totals(cost.reshape(6, 6, 6), cols.reshape(6, 6)), best)
+
+
+def test_no_gradient_through_matching():
+  cost = jnp.asarray(np.random.default_rng(6).random((2, 4, 4)))
+  for method in ("scipy", "auction", "auto"):
+
+    def total(c, method=method):
+      _, cols = matching.linear_sum_assignment(c, method=method)
+      return jnp.take_along_axis(c, cols[..., None], axis=-1).sum()
+
+    grad = jax.grad(total)(cost)
+    # The gradient of the matched total is the 0/1 matching matrix itself.
+    assert set(np.unique(np.asarray(grad))) <= {0.0, 1.0}
+    np.testing.assert_array_equal(np.asarray(grad).sum(-1), np.ones((2, 4)))
+
+
+def test_auto_method():
+  assert matching.default_method("cpu") == "scipy"
+  assert matching.default_method("gpu") == "auction"
+  rows, cols = matching.linear_sum_assignment(np.eye(3)[::-1] * -1.0)
+  np.testing.assert_array_equal(cols, [2, 1, 0])
+
+
+@pytest.mark.parametrize(
+  "cost, message",
+  [
+    (np.zeros((3, 4)), "square"),
+    (np.zeros((2, 3, 4)), "square"),
+    (np.zeros((3,)), "square"),
+    (np.array([[0.0, np.nan], [1.0, 2.0]]), "finite"),
+    (np.array([[0.0, np.inf], [1.0, 2.0]]), "finite"),
+    (np.array([[True, False], [False, True]]), "float or integer"),
+  ],
+)
+def test_bad_cost(cost, message):
+  with pytest.raises(ValueError, match=message):
+    matching.linear_sum_assignment(cost)
+
+
+def test_bad_method():
+  with pytest.raises(ValueError, match="method"):
+    matching.linear_sum_assignment(np.zeros((2, 2)), method="greedy")
