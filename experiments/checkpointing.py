@@ -27,7 +27,8 @@ def _manager(directory: pathlib.Path, *, keep: int, best_metric: str | None = No
     best_mode=best_mode,
     keep_checkpoints_without_metrics=False if best_metric else True,
   )
-  return ocp.CheckpointManager(directory.resolve(), options=options)
+  # A named item: orbax then never has to guess the layout from what is on disk.
+  return ocp.CheckpointManager(directory.resolve(), item_names=("state",), options=options)
 
 
 class Checkpoints:
@@ -70,7 +71,8 @@ class Checkpoints:
     try:
       if step in manager.all_steps():
         manager.delete(step)
-      manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                   metrics=metrics, force=True)
       manager.wait_until_finished()
     except OSError as err:
       raise CheckpointError(
@@ -85,7 +87,10 @@ class Checkpoints:
       raise ValueError("no best checkpoint is kept: set train.best_metric")
     for step in sorted(manager.all_steps(), reverse=True):
       try:
-        state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        restored = manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
+        state = restored.state
       except Exception as err:  # Any failure to read means: fall back to an older one.
         logging.warning(
           "checkpoint of step %d under %s is unreadable (%s: %s); trying the previous one",

@@ -132,7 +132,7 @@ def train_step(state: TrainState, batch: Batch, *, task: Task, inner_steps: int)
 
   (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats"))
-  return state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+  return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
 def eval_step(state: TrainState, batch: Batch, *, task: Task, inner_steps: int, key: jax.Array):

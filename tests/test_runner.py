@@ -1,0 +1,225 @@
+"""The shared runner, on the random-sets experiment's tiny `test` config."""
+
+import errno
+import json
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import checkpointing, random_sets, train
+from experiments.configs import random_sets as random_sets_config
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _config(**train_overrides):
+  config = random_sets_config.get_config("test")
+  config.train.learning_rate = 1e-2
+  for key, value in train_overrides.items():
+    config.train[key] = value
+  return config
+
+
+def _records(workdir, split):
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def _params(state):
+  return jax.tree.map(np.asarray, jax.device_get(state.params))
+
+
+def _assert_trees_equal(a, b):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  """An uninterrupted run of 20 steps: (workdir, final parameters)."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  config = _config()
+  state = train.train_and_evaluate(config, workdir, random_sets.create_task(config))
+  return workdir, _params(state)
+
+
+class _Interrupting:
+  """Wraps a task's training data to raise ``error`` when step ``at`` is requested."""
+
+  def __init__(self, task, at, error):
+    self.task, self.at, self.error = task, at, error
+
+  def __call__(self, start_step):
+    for step, batch in enumerate(self.task.train_batches(start_step), start_step):
+      if step == self.at:
+        raise self.error
+      yield batch
+
+
+def _with_data(task, train_batches):
+  import dataclasses
+
+  return dataclasses.replace(task, train_batches=train_batches)
+
+
+def test_tiny_run_trains_and_writes_everything(reference_run):
+  workdir, _ = reference_run
+  losses = [r["loss"] for r in _records(workdir, "train")]
+  assert len(losses) == 4 and losses[-1] < losses[0]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["step"] == 20 and set(summary) >= {"val", "test"}
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  assert (workdir / "summary.md").read_text().startswith("| split | loss |")
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["10", "15", "20"]
+
+
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(reference_run, tmp_path):
+  _, expected = reference_run
+  config = _config()
+  task = random_sets.create_task(config)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(
+      config, tmp_path, _with_data(task, _Interrupting(task, 12, KeyboardInterrupt()))
+    )
+  # Ctrl-C saved the state after the 12 finished steps.
+  assert checkpointing.Checkpoints(tmp_path).latest_step() == 12
+  state = train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+  _assert_trees_equal(_params(state), expected)
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(reference_run, tmp_path):
+  _, expected = reference_run
+  config = _config()
+  task = random_sets.create_task(config)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    train.train_and_evaluate(
+      config, tmp_path, _with_data(task, _Interrupting(task, 13, RuntimeError("simulated crash")))
+    )
+  assert checkpointing.Checkpoints(tmp_path).latest_step() == 10
+  state = train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+  _assert_trees_equal(_params(state), expected)
+
+
+def test_eval_only_reproduces_the_logged_metric(reference_run, tmp_path):
+  workdir, _ = reference_run
+  shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
+  logged = [r for r in _records(tmp_path, "val") if r["step"] == 20][-1]["loss"]
+  config = _config()
+  config.eval_only = True
+  train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+  assert json.loads((tmp_path / "summary.json").read_text())["val"]["loss"] == logged
+
+
+def test_eval_only_without_a_checkpoint_is_a_clear_error(tmp_path):
+  config = _config()
+  config.eval_only = True
+  with pytest.raises(FileNotFoundError, match="no checkpoint found"):
+    train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(reference_run, tmp_path, caplog):
+  workdir, _ = reference_run
+  shutil.copytree(workdir / "checkpoints", tmp_path / "checkpoints")
+  for f in (tmp_path / "checkpoints" / "20").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"\x00garbage")
+  (tmp_path / "checkpoints" / "25").mkdir()  # a partial checkpoint: an empty folder
+  config = _config()
+  mesh = train.create_mesh()
+  state = train.create_train_state(config, random_sets.create_task(config), mesh)
+  with caplog.at_level(logging.WARNING):
+    step, restored = checkpointing.Checkpoints(tmp_path).restore_latest(state)
+  assert step == 15
+  assert "checkpoint of step 20" in caplog.text and "unreadable" in caplog.text
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(restored.params)))
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_earlier_checkpoints(reference_run, tmp_path,
+                                                                     monkeypatch):
+  workdir, _ = reference_run
+  shutil.copytree(workdir / "checkpoints", tmp_path / "checkpoints")
+  ckpt = checkpointing.Checkpoints(tmp_path)
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(ckpt._last, "save", full)
+  with pytest.raises(checkpointing.CheckpointError, match="disk full"):
+    ckpt.save(25, {"x": np.zeros(3)})
+  assert ckpt.latest_step() == 20
+
+
+def test_an_unwritable_workdir_is_a_clear_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  config = _config()
+  with pytest.raises(OSError, match="not writable"):
+    train.train_and_evaluate(config, blocker / "run", random_sets.create_task(config))
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = _config()
+  task = random_sets.create_task(config)
+
+  def poisoned(start_step):
+    for step, batch in enumerate(task.train_batches(start_step), start_step):
+      if step >= 12:
+        batch = {"set": np.full_like(batch["set"], np.nan)}
+      yield batch
+
+  with pytest.raises(train.NonFiniteLossError, match="last good checkpoint is step 10"):
+    train.train_and_evaluate(config, tmp_path, _with_data(task, poisoned))
+  assert checkpointing.Checkpoints(tmp_path).latest_step() == 10
+
+
+_MULTI_DEVICE_SCRIPT = """
+import json, sys
+import jax
+from experiments import random_sets, train
+from experiments.configs import random_sets as cfg
+assert jax.device_count() == 4, jax.devices()
+config = cfg.get_config("test")
+config.train.learning_rate = 1e-2
+try:
+  config.train.batch_size = 6
+  train.train_and_evaluate(config, sys.argv[1] + "/bad", random_sets.create_task(config))
+except ValueError as err:
+  print("BATCH ERROR:", err)
+config.train.batch_size = 8
+train.train_and_evaluate(config, sys.argv[1] + "/run", random_sets.create_task(config))
+"""
+
+
+def test_four_devices_give_the_same_loss_as_one(reference_run, tmp_path):
+  workdir, _ = reference_run
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_ENABLE_X64="0")
+  out = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT, str(tmp_path)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "not divisible by the number of devices (4)" in out.stdout
+  four = json.loads((tmp_path / "run" / "summary.json").read_text())
+  one = json.loads((workdir / "summary.json").read_text())
+  np.testing.assert_allclose(four["val"]["loss"], one["val"]["loss"], rtol=1e-4)
+  np.testing.assert_allclose(four["test"]["loss"], one["test"]["loss"], rtol=1e-4)
+
+
+def test_a_config_typo_fails_fast(tmp_path):
+  out = subprocess.run(
+    [sys.executable, "-m", "experiments.random_sets",
+     "--config=experiments/configs/random_sets.py:test", "--config.model.stepz=3",
+     f"--workdir={tmp_path}"],
+    cwd=ROOT, capture_output=True, text=True, timeout=120,
+  )
+  assert out.returncode != 0
+  assert "stepz" in out.stderr
+  assert not (tmp_path / "checkpoints").exists()
+  with pytest.raises(ValueError, match="unknown variant"):
+    random_sets_config.get_config("smal")
