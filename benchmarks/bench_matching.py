@@ -100,7 +100,7 @@ def run(quick: bool = False) -> dict:
   }
 
 
-def _markdown(result: dict) -> str:
+def markdown(result: dict) -> str:
   lines = [
     f"Backend {result['backend']}, batch {result['batch']}, float32; median ms (ratio to the "
     f"scipy host loop); 'auto' = {result['auto']}.",
@@ -121,4 +121,5 @@ def _markdown(result: dict) -> str:
 
 
 if __name__ == "__main__":
-  print(_markdown(run(quick="--quick" in sys.argv)))
+  print(markdown(run(quick="--quick" in sys.argv)))
+

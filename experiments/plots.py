@@ -38,6 +38,8 @@ def plot_matched_sets(pred: np.ndarray, target: np.ndarray, path: pathlib.Path,
     max_sets: Panels drawn at most.
   """
   plt = _pyplot()
+  # A diverged model must not break the picture: draw non-finite values at the border.
+  pred = np.clip(np.nan_to_num(pred, nan=0.0, posinf=1e3, neginf=-1e3), -1e3, 1e3)
   count = min(len(pred), max_sets)
   cols = min(count, 4)
   rows = -(-count // cols)

@@ -8,17 +8,16 @@ from __future__ import annotations
 import pathlib
 
 import flax.linen as nn
-import jax
 import ml_collections
 import numpy as np
 from absl import app
 
 import idspn_jax
-from idspn_jax import losses
 from experiments import batching, plots, train
+from idspn_jax import losses
 
 MODEL_KEYS = ("steps", "learning_rate", "momentum", "backward", "clip_norm", "learn_start",
-              "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool")
+              "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool", "loop_unroll")
 
 
 class SetAutoencoder(nn.Module):

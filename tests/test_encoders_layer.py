@@ -93,7 +93,7 @@ def _layer(**kwargs):
   return idspn_jax.IDSPN(**options)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_apply(layer):
   return jax.jit(lambda v, z, y0: layer.apply(v, z, y0=y0))
 

@@ -4,10 +4,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import optax
 import pytest
-import jax.test_util
 from jax.experimental import checkify
 
 import idspn_jax

@@ -1,5 +1,8 @@
 """idspn_jax: set prediction by an inner optimisation, differentiated implicitly (iDSPN)."""
 
+from idspn_jax import losses as losses
+from idspn_jax import matching as matching
+from idspn_jax import metrics as metrics
 from idspn_jax._encoders import FSEncoder as FSEncoder
 from idspn_jax._encoders import FSPool as FSPool
 from idspn_jax._encoders import MeanEncoder as MeanEncoder
@@ -17,9 +20,5 @@ from idspn_jax._inner import clip_by_set_norm as clip_by_set_norm
 from idspn_jax._inner import default_optimizer as default_optimizer
 from idspn_jax._inner import solve as solve
 from idspn_jax._projections import project_rows_to_simplex as project_rows_to_simplex
-
-from idspn_jax import losses as losses
-from idspn_jax import matching as matching
-from idspn_jax import metrics as metrics
 
 __version__ = "0.1.0"

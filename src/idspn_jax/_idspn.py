@@ -41,6 +41,7 @@ class IDSPN(nn.Module):
       cg_maxiter: as in `idspn_jax.solve`.
     projection: ``None``, ``"simplex"`` (each row onto the probability simplex) or a callable.
     fspool_method: FSPool implementation (``"auto"``, ``"sort"``, ``"rank"``).
+    loop_unroll: Unrolling of the inner loop (``unroll`` of `idspn_jax.solve`).
   """
 
   set_size: int
@@ -63,6 +64,7 @@ class IDSPN(nn.Module):
   cg_ridge: float = 1e-2
   cg_maxiter: int = 20
   fspool_method: str = "auto"
+  loop_unroll: int | bool = 1
 
   def _make_encoder(self) -> nn.Module:
     if self.encoder is not None:
@@ -150,6 +152,7 @@ class IDSPN(nn.Module):
       backward=self.backward,
       cg_ridge=self.cg_ridge,
       cg_maxiter=self.cg_maxiter,
+      unroll=self.loop_unroll,
     )
 
     if self.energy == "mse":

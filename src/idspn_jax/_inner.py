@@ -140,6 +140,7 @@ def solve(
   cg_ridge: float = 1e-2,
   cg_maxiter: int = 20,
   linear_solve: LinearSolve | None = None,
+  unroll: int | bool = 1,
 ) -> jax.Array:
   """Minimises ``energy_fn(y, *args)`` over one set ``y`` by gradient descent.
 
@@ -192,6 +193,8 @@ def solve(
     cg_maxiter: Conjugate-gradient iterations in ``"cg"`` mode.
     linear_solve: Custom ``solve(matvec, b)`` for the implicit system ``A^T u = b``, with
       ``A = dF/dy``; overrides the one ``backward`` chooses.
+    unroll: Loop unrolling of the forward ``fori_loop`` (``True``: fully unrolled, which
+      also lets XLA's cost analysis count every step); ignored with ``tol``.
 
   Returns:
     The final set ``y`` of shape [N, D].
@@ -246,7 +249,7 @@ def solve(
       y_start, optimizer.init(y_start), jnp.zeros((), jnp.int32), jnp.full((), jnp.inf)
     )
     if tol is None:
-      state = jax.lax.fori_loop(0, steps, lambda _, s: step_fn(s, args), state)
+      state = jax.lax.fori_loop(0, steps, lambda _, s: step_fn(s, args), state, unroll=unroll)
     else:
       keep_going = lambda s: (s.step < steps) & (s.grad_norm >= tol)
       state = jax.lax.while_loop(keep_going, lambda s: step_fn(s, args), state)

@@ -1,0 +1,182 @@
+"""Training-step time, FLOP/s and peak memory of the paper's configs, per backward mode.
+
+  python -m benchmarks.bench_steps                 # every config, in this process
+  python -m benchmarks.bench_steps --one CONFIG MODE STEPS   # one config in a fresh process:
+                                                   # prints JSON with its own peak RSS
+
+A step is what training runs: forward (inner loop), Hungarian loss, backward, Adam, with the
+batch of 128 and the model widths of REFERENCE.md. XLA's cost analysis counts a loop body once,
+so the FLOPs of the remaining inner iterations are added by hand from the inner step's own count.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import jax
+
+from benchmarks import common
+from experiments import random_sets, train
+from experiments.configs import random_sets as random_sets_config
+
+BATCH = 128
+
+
+def random_sets_setup(*, steps: int, backward: str, n: int = 16, d: int = 8, width: int = 512,
+                      unroll: int | bool = 1):
+  """(jitted step, state, sharded batch, inner energy info) for the random-sets autoencoder."""
+  config = random_sets_config.get_config("paper")
+  config.data.set_size, config.data.set_dim = n, d
+  config.data.train_size = 4 * BATCH
+  config.model.hidden = config.model.latent = width
+  config.model.steps = steps
+  config.model.backward = backward
+  config.model.momentum = 0.0 if backward == "unroll" else 0.9
+  config.model.loop_unroll = unroll
+  config.train.batch_size = BATCH
+  task = random_sets.create_task(config)
+  return _setup(config, task, steps)
+
+
+def numbering_setup(*, steps: int, backward: str, unroll: int | bool = 1):
+  """The same for class-specific numbering (64 elements, 4 classes, width 256)."""
+  from experiments import numbering
+  from experiments.configs import numbering as numbering_config
+
+  config = numbering_config.get_config("paper")
+  config.model.name = "dspn" if backward == "unroll" else "idspn"
+  config.model.steps = steps
+  config.model.backward = backward
+  config.model.loop_unroll = unroll
+  config.train.batch_size = BATCH
+  config.data.train_size = 2 * BATCH
+  config.data.val_size = BATCH
+  config.data.test_size = BATCH
+  task = numbering.create_task(config)
+  return _setup(config, task, steps)
+
+
+def _setup(config, task, steps):
+  mesh = train.create_mesh()
+  state = train.create_train_state(config, task, mesh)
+  batch = train.shard_batch(next(task.train_batches(0)), mesh)
+  step = jax.jit(functools.partial(train.train_step, task=task, inner_steps=steps))
+  return step, state, batch
+
+
+def measure(setup, *, steps: int, backward: str, repeats: int = 8, count_flops: bool = True
+            ) -> dict:
+  """Median step time (and FLOP/s) of one configuration.
+
+  XLA's cost analysis counts a loop body once, so the FLOPs come from a second compilation
+  of the same step with its inner loop fully unrolled.
+  """
+  step, state, batch = setup(steps=steps, backward=backward)
+  compiled = step.lower(state, batch).compile()
+  seconds = common.median_time(lambda: compiled(state, batch), repeats=repeats)
+  memory = compiled.memory_analysis()
+  result = {"seconds": seconds, "temp_mib": memory.temp_size_in_bytes / 2**20}
+  if count_flops:
+    unrolled, state_u, batch_u = setup(steps=steps, backward=backward, unroll=steps)
+    flops = common.compiled_flops(unrolled.lower(state_u, batch_u).compile())
+    result.update(flops=flops, flops_per_second=flops / seconds)
+  return result
+
+
+def inference(setup_fn, *, steps: int, batch_size: int, repeats: int = 8) -> float:
+  """Median latency of a forward pass (no gradient) for ``batch_size`` sets."""
+  step, state, batch = setup_fn(steps=steps, backward="approx")
+  del step
+  batch = jax.tree.map(lambda x: x[:batch_size], batch)
+  fn = jax.jit(lambda s, b: s.apply_fn({"params": s.params}, b, train=False, steps=steps,
+                                       rngs=train._rngs(jax.random.PRNGKey(0))))
+  return common.median_time(fn, state, batch, repeats=repeats)
+
+
+SETUPS = {"random_sets": random_sets_setup, "numbering": numbering_setup}
+
+# (config, inner steps, backward modes) timed by `run`.
+TIMED = (
+  ("random_sets", 20, ("approx", "cg", "unroll")),
+  ("numbering", 20, ("approx", "unroll")),
+)
+
+
+def one(config: str, backward: str, steps: int) -> dict:
+  """One configuration, meant for a fresh process: time plus this process's peak RSS."""
+  result = measure(SETUPS[config], steps=steps, backward=backward, repeats=3, count_flops=False)
+  result["peak_rss_mib"] = common.own_peak_rss_mib()
+  return result
+
+
+def run(quick: bool = False, peak: float | None = None) -> dict:
+  """Step times (and FLOP/s as a fraction of ``peak``), fresh-process peak RSS against inner
+  steps, and inference latency."""
+  repeats = 3 if quick else 8
+  results = {"timed": [], "rss": [], "inference": {}}
+  timed = TIMED[:1] if quick else TIMED
+  for config, steps, modes in timed:
+    for backward in modes:
+      r = measure(SETUPS[config], steps=steps, backward=backward, repeats=repeats,
+                  count_flops=not quick)
+      r.update(config=config, steps=steps, backward=backward)
+      if peak and "flops_per_second" in r:
+        r["fraction_of_peak"] = r["flops_per_second"] / peak
+      results["timed"].append(r)
+      print(f"step {config} {steps} {backward}: {r['seconds']:.3f} s", flush=True)
+  if not quick:
+    for steps in (10, 20, 40, 80):
+      for backward in ("approx", "unroll"):
+        r = common.run_fresh("benchmarks.bench_steps", "--one", "random_sets", backward,
+                             str(steps))
+        r.update(config="random_sets", steps=steps, backward=backward)
+        results["rss"].append(r)
+        print(f"fresh {steps} {backward}: {r['seconds']:.3f} s, {r['peak_rss_mib']:.0f} MiB",
+              flush=True)
+  results["inference"] = {
+    "one_set_s": inference(random_sets_setup, steps=20, batch_size=1, repeats=repeats),
+    "batch_128_s": inference(random_sets_setup, steps=20, batch_size=BATCH, repeats=repeats),
+  }
+  return results
+
+
+def markdown(results: dict, reference: dict) -> str:
+  lines = ["| config | inner steps | backward | ours (s/step) | reference (s/step) | speed-up | "
+           "GFLOP/step | % of matmul peak |", "|---|---|---|---|---|---|---|---|"]
+  for r in results["timed"]:
+    ref = reference.get((r["config"], r["steps"]), {})
+    ref_s = ref.get("dspn_s" if r["backward"] == "unroll" else "idspn_s")
+    ratio = f"{ref_s / r['seconds']:.1f}x" if ref_s and r["backward"] != "cg" else ""
+    gflop = f"{r['flops'] / 1e9:.1f}" if "flops" in r else ""
+    frac = f"{100 * r['fraction_of_peak']:.0f}%" if "fraction_of_peak" in r else ""
+    lines.append(f"| {r['config']} | {r['steps']} | {r['backward']} | {r['seconds']:.3f} | "
+                 f"{ref_s if ref_s and r['backward'] != 'cg' else ''} | {ratio} | {gflop} | "
+                 f"{frac} |")
+  if results["rss"]:
+    lines += ["", "Fresh process per configuration (random sets n=16 d=8, width 512, batch 128):",
+              "", "| inner steps | backward | s/step | peak RSS (MiB) | reference s/step | "
+              "reference peak RSS (MB) |", "|---|---|---|---|---|---|"]
+    for r in results["rss"]:
+      ref = reference.get(("random_sets", r["steps"]), {})
+      key = "dspn" if r["backward"] == "unroll" else "idspn"
+      lines.append(f"| {r['steps']} | {r['backward']} | {r['seconds']:.3f} | "
+                   f"{r['peak_rss_mib']:.0f} | {ref.get(key + '_s', '')} | "
+                   f"{ref.get(key + '_mb', '')} |")
+  inf = results["inference"]
+  ref = reference.get(("inference", 20), {})
+  lines += ["", f"Inference (random sets n=16 d=8, 20 inner steps): one set "
+            f"{1e3 * inf['one_set_s']:.1f} ms, batch of 128 {1e3 * inf['batch_128_s']:.1f} ms "
+            f"(reference, batch of 128: {1e3 * ref.get('idspn_s', float('nan')):.0f} ms)."]
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  if len(sys.argv) == 5 and sys.argv[1] == "--one":
+    print(json.dumps(one(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+  else:
+    from benchmarks.run import REFERENCE
+
+    print(markdown(run(quick="--quick" in sys.argv, peak=common.matmul_peak()["xla_flops"]),
+                   REFERENCE))

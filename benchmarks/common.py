@@ -1,0 +1,64 @@
+"""Timing helpers shared by the benchmarks: medians after compilation, matmul peak, RSS."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def block(tree):
+  return jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x,
+                      tree)
+
+
+def median_time(fn, *args, repeats: int = 8, warmup: int = 1) -> float:
+  """Median wall time of ``fn(*args)`` in seconds, after ``warmup`` calls (compilation)."""
+  for _ in range(warmup):
+    block(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    block(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def matmul_peak(*, m: int = 2048, k: int = 512, n: int = 512, repeats: int = 20) -> dict:
+  """Achieved FLOP/s of an f32 matmul in XLA at the model's shape, and of numpy at 1024^2."""
+  a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  xla = 2 * m * k * n / median_time(dot, a, b, repeats=repeats)
+  x = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+  numpy = 2 * 1024**3 / median_time(np.dot, x, x, repeats=repeats)
+  return {"xla_flops": xla, "numpy_flops": numpy}
+
+
+def compiled_flops(compiled) -> float:
+  """FLOPs XLA's cost analysis counts for a compiled function (loop bodies counted once)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, list):
+    analysis = analysis[0]
+  return float(analysis.get("flops", 0.0)) if analysis else 0.0
+
+
+def own_peak_rss_mib() -> float:
+  """This process's peak resident memory in MiB (Linux reports ru_maxrss in KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_fresh(module: str, *args: str, timeout: int = 900) -> dict:
+  """Runs ``python -m module args`` in a fresh process and returns the JSON line it prints last
+  (such modules report their own peak RSS with `own_peak_rss_mib`)."""
+  out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                       timeout=timeout, check=False)
+  if out.returncode != 0:
+    raise RuntimeError(f"{module} {args} failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])

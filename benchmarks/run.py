@@ -1,0 +1,99 @@
+"""`make bench`: every benchmark in one run, written to benchmarks/results.json and results.md.
+
+  python -m benchmarks.run            # the full set (a few minutes on 2 cores)
+  python -m benchmarks.run --quick    # small shapes, a smoke test of the harness
+
+Figures are medians over repeated calls after compilation, all from this one run, so ratios
+between them are like for like. Reference figures (PyTorch, same kind of machine) come from
+the performance issue and are printed beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import time
+
+import jax
+
+from benchmarks import bench_matching, bench_memory, bench_pipeline, bench_steps, common
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# The reference implementation's per-step times and peak RSS (torch 2.13 CPU, 2 threads).
+REFERENCE = {
+  ("random_sets", 10): {"idspn_s": 0.92, "dspn_s": 1.83, "idspn_mb": 491, "dspn_mb": 789},
+  ("random_sets", 20): {"idspn_s": 1.53, "dspn_s": 3.25, "idspn_mb": 486, "dspn_mb": 1139},
+  ("random_sets", 40): {"idspn_s": 2.14, "dspn_s": 4.80, "idspn_mb": 486, "dspn_mb": 1803},
+  ("random_sets", 80): {"idspn_s": 4.25, "dspn_s": 10.31, "idspn_mb": 502, "dspn_mb": 3196},
+  ("numbering", 20): {"idspn_s": 2.56, "dspn_s": 5.24, "idspn_mb": 636, "dspn_mb": 2031},
+  ("inference", 20): {"idspn_s": 1.31, "dspn_s": 1.36, "idspn_mb": 419, "dspn_mb": 1078},
+}
+
+
+def machine() -> dict:
+  return {
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "device_kind": jax.devices()[0].device_kind,
+    "cpu_count": __import__("os").cpu_count(),
+    "platform": platform.platform(),
+    "jax": jax.__version__,
+    "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+  }
+
+
+def run(quick: bool) -> dict:
+  results = {"machine": machine(), "quick": quick}
+  peak = common.matmul_peak()
+  results["matmul_peak"] = peak
+  print(f"matmul peak: XLA {peak['xla_flops'] / 1e9:.0f} GFLOP/s, numpy "
+        f"{peak['numpy_flops'] / 1e9:.0f} GFLOP/s", flush=True)
+  results["steps"] = bench_steps.run(quick=quick, peak=peak["xla_flops"])
+  results["memory"] = bench_memory.run(quick=quick)
+  results["matching"] = bench_matching.run(quick=True)
+  results["pipeline"] = bench_pipeline.run(quick=quick)
+  return results
+
+
+def markdown(results: dict) -> str:
+  m = results["machine"]
+  parts = [
+    f"Machine: {m['device_kind']} ({m['backend']}, {m['cpu_count']} CPUs), jax {m['jax']}, "
+    f"{m['date']}. Matmul peak measured in the same run: "
+    f"{results['matmul_peak']['xla_flops'] / 1e9:.0f} GFLOP/s (XLA, 2048x512 @ 512x512 f32).",
+    "",
+    "### Training step (median s/step)",
+    bench_steps.markdown(results["steps"], REFERENCE),
+    "",
+    "### Compiled temporary memory of one training step against inner steps",
+    bench_memory.markdown(results["memory"]),
+    "",
+    "### Matching, batch of 128 (median ms)",
+    bench_matching.markdown(results["matching"]),
+    "",
+    "### CLEVR input pipeline against the model",
+    bench_pipeline.markdown(results["pipeline"]),
+  ]
+  return "\n".join(parts)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
+  parser.add_argument("--out", default=str(HERE), help="folder for results.json / results.md")
+  args = parser.parse_args()
+  results = run(args.quick)
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  name = "results_quick" if args.quick else "results"
+  (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
+  table = markdown(results)
+  (out / f"{name}.md").write_text(table + "\n")
+  print(table)
+
+
+if __name__ == "__main__":
+  main()
