@@ -10,8 +10,11 @@ elements always get equal output rows, so they cannot number a class with more t
 the symmetry by position or by noise.
 
 Models come from ``create_numbering_model(name, ...)``. The registry ``NUMBERING_MODELS`` maps a
-name to a factory ``(*, hidden, set_size, n_classes) -> nn.Module``; iDSPN and DSPN are added by
-extending it (``register_numbering_model``). The random-PE Transformer draws noise from the rng
+name to a factory ``(*, hidden, set_size, n_classes) -> nn.Module``; ``register_numbering_model``
+extends it. iDSPN and DSPN (``NumberingDSPN``, at the end of this file) are registered as
+"idspn" and "dspn"; their factories also take ``latent`` and `idspn_jax.IDSPN` options, and
+they output rows on the probability simplex (trained with the Hungarian L2 loss) rather than
+logits (``numbering_loss_type``). The random-PE Transformer draws noise from the rng
 stream ``"noise"``: pass ``rngs={"noise": key}`` to ``init`` and ``apply`` (other models ignore it).
 
 References:
@@ -27,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import idspn_jax
 
 # Layer norm epsilon of torch.nn.Transformer, whose layout the Transformer baselines follow.
 _TORCH_LAYER_NORM_EPSILON = 1e-5
@@ -338,3 +343,124 @@ def create_numbering_model(name: str, *, hidden: int, set_size: int, n_classes: 
     if int(value) != value or value <= 0:
       raise ValueError(f"{option} must be a positive integer, got {value!r}")
   return NUMBERING_MODELS[name](hidden=hidden, set_size=set_size, n_classes=n_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# iDSPN and DSPN.
+
+# The inner-optimisation options of the two set-prediction models, as the reference's
+# exp1 scripts run them: iDSPN clips each set's inner gradient at 40 and projects its start set;
+# DSPN (momentum 0, backpropagation through the unrolled steps) does neither.
+DSPN_OPTIONS: dict[str, dict] = {
+  "idspn": dict(
+    steps=20,
+    learning_rate=1.0,
+    momentum=0.9,
+    nesterov=True,
+    clip_norm=40.0,
+    backward="approx",
+    project_start=True,
+  ),
+  "dspn": dict(
+    steps=20,
+    learning_rate=1.0,
+    momentum=0.0,
+    nesterov=True,
+    clip_norm=None,
+    backward="unroll",
+    project_start=False,
+  ),
+}
+
+
+class NumberingDSPN(nn.Module):
+  """(i)DSPN for numbering: ``x -> z = FSEncoder(x) -> Y* = argmin_Y L(Y; x, z)``.
+
+  The energy is the concat-input one, ``L(Y) = 0.5 * mean_k (g(concat(Y, X))_k - z_k)^2``, and
+  every inner step projects each row of Y onto the probability simplex, so row k is a
+  distribution over the running indices of element k. Each call starts from fresh
+  ``0.1 * N(0, 1)`` noise drawn from the ``"start"`` rng stream (the reference does not learn a
+  start set here): the noise is what lets equal input elements end at different rows.
+
+  Unlike the baselines this model outputs probabilities, not logits; it is trained with the
+  Hungarian L2 loss (see ``NUMBERING_LOSS_TYPES``).
+
+  Attributes:
+    hidden: Hidden width of both FS encoders (256 in the paper).
+    latent: Width K of z (256 in the paper).
+    set_size: Output width: probabilities over the running indices [0, set_size).
+    n_classes: Input width C.
+    idspn: Keyword options of `idspn_jax.IDSPN` (steps, learning_rate, momentum, nesterov,
+      clip_norm, backward, project_start, ...); see ``DSPN_OPTIONS``.
+  """
+
+  hidden: int
+  latent: int
+  set_size: int
+  n_classes: int
+  idspn: dict
+
+  # The shared loop passes its inner-step count to models that say they take one.
+  takes_inner_steps = True
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, *, steps: int | None = None, y0: jax.Array | None = None
+  ) -> jax.Array:
+    """Numbers a set.
+
+    Args:
+      x: One-hot set of shape [B, S, C].
+      steps: Inner steps for this call (default: the ``idspn`` option).
+      y0: Start sets of shape [B, S, set_size] replacing the random start (for tests).
+
+    Returns:
+      Rows on the probability simplex, of shape [B, S, set_size].
+    """
+    _, s = _check_input(x, n_classes=self.n_classes, set_size=self.set_size)
+    fixed = {"set_size", "set_dim", "latent", "hidden", "energy", "projection", "learn_start"}
+    if clash := fixed & set(self.idspn):
+      raise ValueError(f"the idspn options may not set {sorted(clash)}: NumberingDSPN fixes them")
+    z = idspn_jax.FSEncoder(self.hidden, self.latent, s, name="input_encoder")(x)  # [B, K]
+    decoder = idspn_jax.IDSPN(
+      set_size=s,
+      set_dim=self.set_size,
+      latent=self.latent,
+      hidden=self.hidden,
+      energy="mse_concat_input",
+      projection="simplex",
+      learn_start=False,
+      name="decoder",
+      **self.idspn,
+    )
+    return decoder(z, x, y0=y0, steps=steps)  # [B, S, set_size]
+
+
+def _dspn_factory(name: str) -> ModelFactory:
+  def factory(*, hidden, set_size, n_classes, latent=None, **options):
+    return NumberingDSPN(
+      hidden=hidden,
+      latent=hidden if latent is None else latent,
+      set_size=set_size,
+      n_classes=n_classes,
+      idspn={**DSPN_OPTIONS[name], **options},
+    )
+
+  return factory
+
+
+for _name in DSPN_OPTIONS:
+  register_numbering_model(_name, _dspn_factory(_name))
+
+# The loss each model trains with: the Hungarian L2 distance between the simplex rows of
+# (i)DSPN and the one-hot targets, and the Hungarian cross-entropy of the baselines' logits.
+NUMBERING_LOSS_TYPES: dict[str, str] = {"idspn": "l2", "dspn": "l2"}
+
+
+def numbering_loss_type(name: str) -> str:
+  """``"l2"`` or ``"ce"``: the loss type of `idspn_jax.losses.hungarian_loss_numbering`."""
+  if name not in NUMBERING_MODELS:
+    raise ValueError(
+      f"unknown numbering model {name!r}; valid names: {', '.join(sorted(NUMBERING_MODELS))}"
+    )
+  return NUMBERING_LOSS_TYPES.get(name, "ce")

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from experiments import clevr_data as cd
 from experiments import clevr_render as cr
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from experiments import numbering_data as nd
 
 _REFERENCE_FILES = ["class_numbering.npz", "class_numbering_8cls.npz", "class_numbering_small.npz"]

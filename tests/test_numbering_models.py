@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from experiments import numbering_data as nd
 from experiments import numbering_models as nm
 

@@ -228,46 +228,86 @@ def solve(
     raise ValueError(f"cg_maxiter must be >= 1 and cg_ridge >= 0, got {cg_maxiter}, {cg_ridge}")
   _check_energy(energy_fn, y0, args)
 
+  spec = _Spec(
+    steps=steps, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+    nesterov=nesterov, clip_norm=clip_norm, projection=projection, project_start=project_start,
+    tol=tol, backward=backward, cg_ridge=cg_ridge, cg_maxiter=cg_maxiter,
+    linear_solve=linear_solve, unroll=unroll,
+  )
+  return _solve(y0, args, energy_fn=energy_fn, spec=spec)
+
+
+class _Spec(NamedTuple):
+  """Every static option of `solve` (hashable, so compiled solves are cached by it)."""
+
+  steps: int
+  optimizer: optax.GradientTransformation | None
+  learning_rate: float
+  momentum: float
+  nesterov: bool
+  clip_norm: float | None
+  projection: Projection | None
+  project_start: bool
+  tol: float | None
+  backward: str
+  cg_ridge: float
+  cg_maxiter: int
+  linear_solve: LinearSolve | None
+  unroll: int | bool
+
+
+# Compiled as one unit, so that an eager call (outside any jit) costs one compilation, not one
+# per operation; inside a user's jit it simply inlines.
+@functools.partial(jax.jit, static_argnames=("energy_fn", "spec"))
+def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> jax.Array:
+  optimizer = spec.optimizer
   if optimizer is None:
     optimizer = default_optimizer(
-      learning_rate=learning_rate, momentum=momentum, nesterov=nesterov
+      learning_rate=spec.learning_rate, momentum=spec.momentum, nesterov=spec.nesterov
     )
-  if clip_norm is not None:
-    optimizer = optax.chain(clip_by_set_norm(clip_norm), optimizer)
+  if spec.clip_norm is not None:
+    optimizer = optax.chain(clip_by_set_norm(spec.clip_norm), optimizer)
+  projection = spec.projection
   project = projection if projection is not None else (lambda y: y)
   grad_fn = jax.grad(energy_fn)
+  track_norm = spec.tol is not None
 
   def step_fn(state: SolveState, args: tuple) -> SolveState:
     grad = grad_fn(state.y, *args)
     updates, opt_state = optimizer.update(grad, state.opt_state, state.y)
     y = project(optax.apply_updates(state.y, updates))
-    return SolveState(y, opt_state, state.step + 1, optax.tree.norm(grad))
+    grad_norm = optax.tree.norm(grad) if track_norm else state.grad_norm
+    return SolveState(y, opt_state, state.step + 1, grad_norm)
 
   def solver_fun(y_init, *args):
-    y_start = project(y_init) if project_start else y_init
+    y_start = project(y_init) if spec.project_start else y_init
     state = SolveState(
-      y_start, optimizer.init(y_start), jnp.zeros((), jnp.int32), jnp.full((), jnp.inf)
+      y_start, optimizer.init(y_start), jnp.zeros((), jnp.int32),
+      jnp.full((), jnp.inf, y_start.dtype),
     )
-    if tol is None:
-      state = jax.lax.fori_loop(0, steps, lambda _, s: step_fn(s, args), state, unroll=unroll)
+    if spec.tol is None:
+      state = jax.lax.fori_loop(
+        0, spec.steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll
+      )
     else:
-      keep_going = lambda s: (s.step < steps) & (s.grad_norm >= tol)
+      keep_going = lambda s: (s.step < spec.steps) & (s.grad_norm >= spec.tol)
       state = jax.lax.while_loop(keep_going, lambda s: step_fn(s, args), state)
     return state.y
 
-  if backward == "unroll":
+  if spec.backward == "unroll":
     return solver_fun(y0, *args)
 
   def optimality_fun(y, *args):
     # The invariant is optimality_fun(y*, *args) == 0: a step of size 1 moves nothing.
     return project(y - grad_fn(y, *args)) - y
 
+  linear_solve = spec.linear_solve
   if linear_solve is None:
-    if backward == "approx":
+    if spec.backward == "approx":
       linear_solve = _approx_solve
     else:
       linear_solve = _make_cg_solve(
-        ridge=cg_ridge, maxiter=cg_maxiter, projected=projection is not None
+        ridge=spec.cg_ridge, maxiter=spec.cg_maxiter, projected=projection is not None
       )
   implicit_solver = _implicit_diff.custom_root(optimality_fun, solve=linear_solve)(solver_fun)
   # The primal never needs y0's gradient: stop it so the custom VJP's None is consistent.
