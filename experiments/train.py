@@ -282,6 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   ``config.eval_only`` the newest checkpoint is evaluated and nothing is trained.
   """
   workdir = pathlib.Path(workdir)
+  quiet_orbax_logs()
   _check_workdir(workdir)
   if config.get("distributed", False) and jax.process_count() == 1:
     jax.distributed.initialize()
@@ -312,8 +313,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                       inner_steps=config.eval.inner_steps))
   writers = _Writers(workdir, enabled=is_main)
   pictures = workdir / "pictures"
+  current = {"state": state}  # what run_eval evaluates by default
 
-  def run_eval(step: int, split: str) -> dict[str, float]:
+  def final_state(state, step):
+    """The state the summary evaluates: the last one, or the best by the tracked metric."""
+    if config.eval.final_checkpoint == "last":
+      return state, step
+    if config.eval.final_checkpoint != "best":
+      raise ValueError(f"eval.final_checkpoint must be 'last' or 'best', got "
+                       f"{config.eval.final_checkpoint!r}")
+    best = ckpt.restore_latest(state, best=True)
+    if best is None:
+      logging.warning("no best checkpoint yet: the summary evaluates the last state")
+      return state, step
+    logging.info("the summary evaluates the best checkpoint (step %d by %s)", best[0],
+                 config.train.best_metric)
+    return jax.device_put(best[1], NamedSharding(mesh, P())), best[0]
+
+  def run_eval(step: int, split: str, state=None) -> dict[str, float]:
+    state = state if state is not None else current["state"]
     metrics, pred, batch = evaluate(state, task, config, mesh, split, eval_fn)
     writers.write(step, split, metrics)
     logging.info("step %d %s: %s", step, split,
@@ -327,7 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if config.eval_only:
       if restored is None:
         raise FileNotFoundError(f"eval_only: no checkpoint found under {workdir / 'checkpoints'}")
-      return _summarize(state, task, start_step, workdir, run_eval, is_main)
+      return _summarize(*final_state(state, start_step), task, workdir, run_eval, is_main)
 
     last_good = start_step if restored is not None else None
     data = task.train_batches(start_step)
@@ -339,6 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       for step in range(start_step, total):
         batch = shard_batch(next(data), mesh)
         state, metrics = train_fn(state, batch, inner_steps=inner_steps_at(step, config))
+        current["state"] = state
         done = step + 1
         if done % config.train.log_every == 0 or done == total:
           metrics = jax.device_get(metrics)
@@ -366,7 +385,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       raise
     finally:
       progress.close()
-    return _summarize(state, task, total, workdir, run_eval, is_main)
+    return _summarize(*final_state(state, total), task, workdir, run_eval, is_main)
   finally:
     writers.close()
     ckpt.close()
@@ -382,9 +401,9 @@ def _save(ckpt, step, state, workdir, last_good):
   return step
 
 
-def _summarize(state, task, step, workdir, run_eval, is_main) -> TrainState:
+def _summarize(state, step, task, workdir, run_eval, is_main) -> TrainState:
   """Evaluates every split, prints the table and saves it as summary.md and summary.json."""
-  results = {split: run_eval(step, split) for split in task.eval_splits}
+  results = {split: run_eval(step, split, state) for split in task.eval_splits}
   if is_main:
     names = sorted({k for m in results.values() for k in m})
     lines = [f"| split | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
@@ -436,6 +455,22 @@ def main_for(create_task: Callable[[ml_collections.ConfigDict], Task]):
     train_and_evaluate(config, workdir, create_task(config))
 
   return main
+
+
+class _DropOrbaxInfo(logging.Filter):
+  """Keeps orbax's warnings and errors, drops its per-save INFO lines."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+  """Silences orbax's INFO chatter on absl's handler (our own INFO lines stay)."""
+  from absl import logging as absl_logging
+
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _DropOrbaxInfo) for f in handler.filters):
+    handler.addFilter(_DropOrbaxInfo())
 
 
 def define_flags(default_workdir: str) -> None:

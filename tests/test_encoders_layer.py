@@ -102,7 +102,7 @@ def test_permuting_the_start_set_permutes_the_output():
   layer = _layer()
   z = jax.random.normal(jax.random.key(0), (2, 6))
   y0 = 0.1 * jax.random.normal(jax.random.key(1), (2, 4, 2))
-  variables = layer.init(jax.random.key(2), z)
+  variables = jax.jit(layer.init)(jax.random.key(2), z)
   apply = _jitted_apply(layer)
   perm = jnp.array([2, 0, 3, 1])
   np.testing.assert_allclose(
@@ -115,7 +115,7 @@ def test_push_apart_equal_start_elements(pool, separates):
   """FSPool lets equal elements part (multiset-equivariance); sum/mean pools cannot."""
   layer = _layer(pool=pool, set_dim=1, set_size=2, steps=20)
   target = jnp.array([[[0.0], [1.0]]])  # push_apart([.5, .5]) should give [0, 1]
-  variables = layer.init(jax.random.key(0), jnp.zeros((1, 6)))
+  variables = jax.jit(layer.init)(jax.random.key(0), jnp.zeros((1, 6)))
   enc = idspn_jax.SetEncoder(hidden=16, latent=6, set_size=2, pool=pool)
   z = enc.apply({"params": variables["params"]["g"]}, target)  # [1, 6]
   y = _jitted_apply(layer)(variables, z, jnp.full((1, 2, 1), 0.5))
@@ -140,8 +140,8 @@ def test_dspn_gives_the_start_set_a_gradient_through_the_steps():
   z = jax.random.normal(jax.random.key(0), (2, 6))
   for backward, expect_grad in (("unroll", True), ("approx", False)):
     layer = _layer(backward=backward, momentum=0.0, energy="mse")
-    variables = layer.init(jax.random.key(1), z)
-    grads = jax.grad(lambda v: jnp.sum(layer.apply(v, z) ** 2))(variables)
+    variables = jax.jit(layer.init)(jax.random.key(1), z)
+    grads = jax.jit(jax.grad(lambda v: jnp.sum(layer.apply(v, z) ** 2)))(variables)
     has_grad = float(jnp.abs(grads["params"]["y0"]).sum()) > 0
     assert has_grad == expect_grad, backward
 

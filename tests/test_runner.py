@@ -199,8 +199,9 @@ train.train_and_evaluate(config, sys.argv[1] + "/run", random_sets.create_task(c
 
 def test_four_devices_give_the_same_loss_as_one(reference_run, tmp_path):
   workdir, _ = reference_run
+  # The same numerics as this process (tests/conftest.py): float64 and rbg keys.
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_ENABLE_X64="0")
+             JAX_ENABLE_X64="1", JAX_DEFAULT_PRNG_IMPL="rbg")
   out = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT, str(tmp_path)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]

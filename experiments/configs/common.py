@@ -38,4 +38,6 @@ def base_config() -> config_dict.ConfigDict:
   config.eval.batch_size = 128
   config.eval.inner_steps = 20
   config.eval.pictures = True
+  # Which state the final summary evaluates: "last", or "best" (by train.best_metric).
+  config.eval.final_checkpoint = "last"
   return config

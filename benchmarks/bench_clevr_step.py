@@ -1,0 +1,51 @@
+"""Training-step time of the CLEVR model (`:paper128` / `:paper256` settings) on random images.
+
+  python -m benchmarks.bench_clevr_step [paper128|paper256|small] [inner_steps]
+
+No data is read: the step is timed on a random batch of the configured shape, so this measures
+the model (ResNet18 or the small CNN, iDSPN decoder, Hungarian loss, Adam) alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import jax
+import numpy as np
+
+from benchmarks import common
+from experiments import clevr, train
+from experiments.configs import clevr as clevr_config
+
+
+def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5) -> dict:
+  config = clevr_config.get_config(variant)
+  size, batch_size = config.data.image_size, config.train.batch_size
+  rng = np.random.default_rng(0)
+  batch = {
+    "image": rng.random((batch_size, size, size, 3), dtype=np.float32),
+    "set": rng.random((batch_size, 10, 19), dtype=np.float32),
+  }
+  task = train.Task(
+    name=f"clevr {variant}", model=clevr.create_model(config), loss=clevr.hungarian_loss,
+    train_batches=lambda start: iter(lambda: batch, None), eval_batches=lambda split: [batch],
+    eval_metrics=lambda preds, batches: {},
+  )
+  mesh = train.create_mesh()
+  state = train.create_train_state(config, task, mesh)
+  placed = train.shard_batch(batch, mesh)
+  step = jax.jit(functools.partial(train.train_step, task=task, inner_steps=inner_steps))
+  compiled = step.lower(state, placed).compile()
+  seconds = common.median_time(lambda: compiled(state, placed), repeats=repeats)
+  return {
+    "variant": variant, "inner_steps": inner_steps, "batch": batch_size, "image_size": size,
+    "seconds_per_step": seconds, "images_per_second": batch_size / seconds,
+    "device": jax.devices()[0].device_kind,
+  }
+
+
+if __name__ == "__main__":
+  args = sys.argv[1:]
+  print(json.dumps(run(args[0] if args else "paper128", int(args[1]) if len(args) > 1 else 40)))

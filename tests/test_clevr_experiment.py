@@ -1,0 +1,172 @@
+"""The CLEVR experiment end to end on the tiny `test` config: metrics, pictures, bad input."""
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import clevr, clevr_data, clevr_plots, train
+from experiments.configs import clevr as clevr_config
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*OpenCV.*")
+
+
+def _config(root, **data):
+  config = clevr_config.get_config("test")
+  config.data.root = str(root)
+  for key, value in data.items():
+    config.data[key] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """One tiny training run that renders its data first: (config, workdir, state, log text)."""
+  root = tmp_path_factory.mktemp("clevr") / "synth"
+  workdir = tmp_path_factory.mktemp("run")
+  config = _config(root)
+  records = []
+  handler = logging.Handler()
+  handler.emit = lambda record: records.append(record.getMessage())
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.INFO)
+  absl_logger.addHandler(handler)
+  try:
+    state = train.train_and_evaluate(config, workdir, clevr.create_task(config))
+  finally:
+    absl_logger.removeHandler(handler)
+    absl_logger.setLevel(level)
+  return config, workdir, state, "\n".join(records)
+
+
+def test_renders_the_data_trains_and_evaluates(run):
+  config, workdir, state, log = run
+  root = config.data.root
+  assert "the synthetic source" in log and root in log
+  for split in ("train", "val"):
+    assert os.path.isfile(os.path.join(root, "scenes", f"CLEVR_{split}_scenes.json"))
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["step"] == config.train.steps
+  for name in ("ap_inf", "ap_1", "ap_0_5", "ap_0_25", "ap_0_125", "ap_0_0625"):
+    assert 0.0 <= summary["val"][name] <= 100.0
+  assert "ap_inf" in (workdir / "summary.md").read_text()
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.params)))
+  assert int(state.step) == config.train.steps
+  assert (workdir / "best").is_dir()
+
+
+def test_a_picture_is_written_per_evaluation(run):
+  _, workdir, _, _ = run
+  pictures = sorted((workdir / "pictures").glob("*.png"))
+  assert [p.name for p in pictures] == ["val_step0000002.png", "val_step0000004.png"]
+  assert all(p.stat().st_size > 10_000 for p in pictures)
+  assert not list((workdir / "pictures").glob("*.tmp*"))
+
+
+def test_model_output_shape(run):
+  config, _, state, _ = run
+  images = np.zeros((2, config.data.image_size, config.data.image_size, 3), np.float32)
+  pred = jax.eval_shape(
+    lambda p: state.apply_fn({"params": p}, {"image": images}, steps=2,
+                             rngs={"start": jax.random.key(0)}),
+    state.params,
+  )
+  assert pred.shape == (2, 10, 19)
+
+
+def test_average_precision_names_and_a_perfect_prediction(run):
+  config, _, _, _ = run
+  source = clevr_data.create_clevr_source("synthetic", split="val", root=config.data.root)
+  target = source.sets  # [M, 10, 19]
+  assert clevr.AP_NAMES == ("ap_inf", "ap_1", "ap_0_5", "ap_0_25", "ap_0_125", "ap_0_0625")
+  perfect = clevr.eval_metrics([target[:4], target[4:]], [{"set": target[:4]},
+                                                          {"set": target[4:]}])
+  assert perfect == {name: pytest.approx(100.0) for name in clevr.AP_NAMES}
+  shifted = target.copy()
+  shifted[:, :, 0] += 0.3 / clevr_data.COORD_SCALE  # Every object 0.3 away.
+  ap = clevr.average_precisions(shifted, target)
+  assert ap["ap_inf"] == ap["ap_0_5"] == pytest.approx(100.0) and ap["ap_0_25"] == 0.0
+
+
+def test_projection_matches_the_recorded_pixels(run):
+  config, _, _, _ = run
+  source = clevr_data.create_clevr_source("synthetic", split="val", root=config.data.root)
+  batch = {"set": source.sets}
+  size = config.data.image_size
+  pixels = clevr.true_pixel_coords(source, batch, size, len(source))
+  for i, scene in enumerate(source.scenes):
+    coords = np.array([o["3d_coords"] for o in scene["objects"]])
+    project = clevr_plots.fit_projection(coords, pixels[i])
+    # The nominal camera plus an affine map stays within a few percent of the image.
+    np.testing.assert_allclose(project(coords), pixels[i], atol=0.06 * size)
+
+
+def test_missing_folder_or_split_fails_before_training(run, tmp_path):
+  config, _, _, _ = run
+  with pytest.raises(clevr_data.ClevrDataError, match="does not exist"):
+    clevr.create_task(_config(tmp_path / "nowhere", source="folder"))
+  root = tmp_path / "no_val"
+  shutil.copytree(config.data.root, root)
+  shutil.rmtree(root / "images" / "val")
+  with pytest.raises(clevr_data.ClevrDataError, match="split 'val' has no image folder"):
+    clevr.create_task(_config(root, source="folder"))
+  no_root = clevr_config.get_config("test")
+  no_root.data.source = "folder"
+  no_root.data.root = None
+  with pytest.raises(ValueError, match="needs --config.data.root"):
+    clevr.create_task(no_root)
+
+
+def test_a_scene_with_too_many_objects(run, tmp_path):
+  config, _, _, _ = run
+  root = tmp_path / "crowded"
+  shutil.copytree(config.data.root, root)
+  path = root / "scenes" / "CLEVR_train_scenes.json"
+  data = json.loads(path.read_text())
+  data["scenes"][3]["objects"] = data["scenes"][3]["objects"] * 4  # At least 12 objects.
+  path.write_text(json.dumps(data))
+  with pytest.raises(clevr_data.TooManyObjectsError, match="more than the set size 10"):
+    clevr.create_task(_config(root, source="folder"))
+  task = clevr.create_task(_config(root, source="folder", on_too_many_objects="skip"))
+  batch = next(task.train_batches(0))
+  assert batch["set"].shape == (config.train.batch_size, 10, 19)
+
+
+def test_synthetic_settings_clash_is_explained(run):
+  config, _, _, _ = run
+  other = _config(config.data.root, image_size=24)
+  with pytest.raises(clevr_data.ClevrDataError, match="--config.data.root"):
+    clevr.create_task(other)
+
+
+def test_configs():
+  assert clevr_config.get_config().data.source == "synthetic"
+  for variant, size in (("paper128", 128), ("paper256", 256)):
+    config = clevr_config.get_config(variant)
+    assert (config.data.image_size, config.model.encoder, config.train.batch_size) == (
+      size, "resnet18", 128)
+    assert config.model.hidden == config.model.latent == 512
+    assert config.model.clip_norm == 10 and config.model.steps == 40
+    assert config.train.inner_steps_schedule and config.data.source == "tfds"
+    assert config.train.lr_drop_step == 90 * config.train.steps // 100
+  with pytest.raises(ValueError, match="unknown variant"):
+    clevr_config.get_config("huge")
+
+
+def test_plot_without_pixel_coordinates(tmp_path):
+  rng = np.random.default_rng(0)
+  scene = {"objects": [
+    {"3d_coords": [x, -x, 0.35], "material": "metal", "color": "red", "shape": "cube",
+     "size": "small"} for x in (-2.0, 0.0, 2.0)]}
+  target = clevr_data.scene_to_set(scene)[None]  # [1, 10, 19]
+  pred = target + 0.05 * rng.standard_normal(target.shape)
+  path = pathlib.Path(tmp_path) / "p.png"
+  clevr_plots.plot_predictions(pred, {"image": rng.uniform(size=(1, 16, 16, 3)), "set": target},
+                               path)
+  assert path.stat().st_size > 5_000
