@@ -114,7 +114,7 @@ def one(config: str, backward: str, steps: int) -> dict:
   return result
 
 
-def run(quick: bool = False, peak: float | None = None) -> dict:
+def run(quick: bool = False, peak: float | None = None, fresh: bool = True) -> dict:
   """Step times (and FLOP/s as a fraction of ``peak``), fresh-process peak RSS against inner
   steps, and inference latency."""
   repeats = 3 if quick else 8
@@ -129,7 +129,7 @@ def run(quick: bool = False, peak: float | None = None) -> dict:
         r["fraction_of_peak"] = r["flops_per_second"] / peak
       results["timed"].append(r)
       print(f"step {config} {steps} {backward}: {r['seconds']:.3f} s", flush=True)
-  if not quick:
+  if fresh and not quick:
     for steps in (10, 20, 40, 80):
       for backward in ("approx", "unroll"):
         r = common.run_fresh("benchmarks.bench_steps", "--one", "random_sets", backward,
@@ -181,5 +181,9 @@ if __name__ == "__main__":
   else:
     from benchmarks.run import REFERENCE
 
-    print(markdown(run(quick="--quick" in sys.argv, peak=common.matmul_peak()["xla_flops"]),
-                   REFERENCE))
+    peak = common.matmul_peak()
+    print(json.dumps({"matmul_peak": peak}))
+    results = run(quick="--quick" in sys.argv, peak=peak["xla_flops"],
+                  fresh="--no-fresh" not in sys.argv)
+    print(json.dumps(results))
+    print(markdown(results, REFERENCE))
