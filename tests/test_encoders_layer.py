@@ -183,3 +183,4 @@ def test_layer_bad_input(kwargs, call, message):
   variables = _layer().init(jax.random.key(0), jnp.ones((2, 6)))
   with pytest.raises(ValueError, match=message):
     call(_layer(**kwargs), variables)
+
