@@ -16,7 +16,8 @@ Non-finite costs: when the costs are concrete (outside `jit`) they are checked a
 `ValueError` is raised. Under `jit` no check is possible without `checkify`; scipy then returns
 the identity matching for that matrix (so the NaN reaches the loss), optax's Hungarian returns
 an arbitrary assignment, and the auction stops at its step bound with an arbitrary one. Check
-traced costs yourself with `jax.experimental.checkify.check(jnp.all(jnp.isfinite(cost)), ...)` under `checkify.checkify`.
+traced costs yourself with `jax.experimental.checkify.check(jnp.all(jnp.isfinite(cost)), ...)`
+under `checkify.checkify`.
 """
 
 import jax
