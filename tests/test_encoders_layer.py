@@ -184,3 +184,20 @@ def test_layer_bad_input(kwargs, call, message):
   with pytest.raises(ValueError, match=message):
     call(_layer(**kwargs), variables)
 
+
+
+def test_simplex_projection_by_counting_equals_the_sort():
+  y = jax.random.normal(jax.random.key(0), (5, 7, 9))
+  # Equal elements in every row (a value exactly at the threshold, a kink where either
+  # one-sided derivative is right, is avoided by continuous values).
+  y = y.at[..., 1].set(y[..., 0]).at[..., 4].set(y[..., 3])
+  g = jax.random.normal(jax.random.key(1), y.shape)
+  outs, grads = {}, {}
+  for method in ("sort", "count"):
+    out, vjp = jax.vjp(lambda y: idspn_jax.project_rows_to_simplex(y, method=method), y)
+    outs[method], grads[method] = out, vjp(g)[0]
+  np.testing.assert_allclose(outs["count"], outs["sort"], atol=1e-12)
+  np.testing.assert_allclose(jnp.sum(outs["count"], -1), 1.0, rtol=1e-12)
+  np.testing.assert_allclose(grads["count"], grads["sort"], atol=1e-12)
+  with pytest.raises(ValueError, match="unknown method"):
+    idspn_jax.project_rows_to_simplex(y, method="bisect")

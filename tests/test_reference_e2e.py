@@ -172,10 +172,11 @@ def test_parameter_gradients_match_reference(reference_dir, name):
     )
 
 
-def test_simplex_projection_matches_reference(reference_dir):
+@pytest.mark.parametrize("method", ["sort", "count"])
+def test_simplex_projection_matches_reference(reference_dir, method):
   data = np.load(reference_dir / "simplex_projection.npz")
   x = jnp.asarray(data["x"])
-  out, vjp = jax.vjp(idspn_jax.project_rows_to_simplex, x)
+  out, vjp = jax.vjp(lambda x: idspn_jax.project_rows_to_simplex(x, method=method), x)
   np.testing.assert_allclose(out, data["out"], rtol=1e-12, atol=1e-12)
   (grad_x,) = vjp(jnp.asarray(data["upstream"]))
   np.testing.assert_allclose(grad_x, data["grad_x"], rtol=1e-10, atol=1e-12)

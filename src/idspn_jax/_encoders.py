@@ -58,6 +58,11 @@ class ElementMLP(nn.Module):
 def _sort_ranks(x: jax.Array) -> jax.Array:
   """Rank of each element in the ascending order of its feature, ties broken by index.
 
+  ``rank_i = #{j : x_j < x_i} + #{j < i : x_j == x_i}``, accumulated one element j at a time
+  (a loop unrolled 16 ways) rather than as one [..., N, N, K] comparison: XLA:CPU then streams
+  over [..., N, K] arrays, 5-10x faster at N = 64 than the broadcast form, and no sort is
+  needed (sorts are slow on XLA:CPU).
+
   Args:
     x: Array of shape [..., N, K].
 
@@ -65,14 +70,17 @@ def _sort_ranks(x: jax.Array) -> jax.Array:
     int32 ranks of shape [..., N, K]; along N they are a permutation of 0..N-1.
   """
   n = x.shape[-2]
-  xi = x[..., :, None, :]  # [..., N, 1, K]
-  xj = x[..., None, :, :]  # [..., 1, N, K]
-  index = jnp.arange(n)
-  # j comes before i when x_j < x_i, or when they tie and j < i.
-  earlier = (index[None, :] < index[:, None])[:, :, None]  # [N, N, 1]
-  earlier = earlier.reshape((1,) * (x.ndim - 2) + earlier.shape)  # [..., N, N, 1]
-  before = (xj < xi) | ((xj == xi) & earlier)  # [..., N, N, K]
-  return jnp.sum(before, axis=-2, dtype=jnp.int32)  # [..., N, K]
+  axis = x.ndim - 2
+  index = jnp.arange(n).reshape((1,) * axis + (n, 1))  # [..., N, 1]
+
+  def count(j, ranks):
+    xj = jax.lax.dynamic_slice_in_dim(x, j, 1, axis=axis)  # [..., 1, K]
+    # Element j comes before element i when x_j < x_i, or when they tie and j < i.
+    before = (xj < x) | ((xj == x) & (j < index))  # [..., N, K]
+    return ranks + before.astype(jnp.int32)
+
+  zeros = jnp.zeros(x.shape, jnp.int32)
+  return jax.lax.fori_loop(0, n, count, zeros, unroll=min(n, 16))  # [..., N, K]
 
 
 class FSPool(nn.Module):
@@ -89,7 +97,7 @@ class FSPool(nn.Module):
     set_size: N, the (maximum) number of elements.
     method: ``"sort"`` (`jnp.sort` with its permutation), ``"rank"`` (ranks from pairwise
       comparisons, then a gather of the weights: no sort, O(N^2 K) compares, fast on CPU for
-      small N) or ``"auto"`` (rank for N <= 64 on CPU, sort elsewhere).
+      small N) or ``"auto"`` (rank for N <= 128 on CPU, sort elsewhere).
 
   References:
     Zhang, Hare, Prugel-Bennett. FSPool: Learning Set Representations with Featurewise Sort
@@ -122,7 +130,7 @@ class FSPool(nn.Module):
     weight = weight.astype(x.dtype)
     method = self.method
     if method == "auto":
-      method = "rank" if (n <= 64 and jax.default_backend() == "cpu") else "sort"
+      method = "rank" if (n <= 128 and jax.default_backend() == "cpu") else "sort"
     if method not in ("sort", "rank"):
       raise ValueError(f"unknown FSPool method {self.method!r}; expected auto, sort or rank")
 
