@@ -201,3 +201,12 @@ def test_simplex_projection_by_counting_equals_the_sort():
   np.testing.assert_allclose(grads["count"], grads["sort"], atol=1e-12)
   with pytest.raises(ValueError, match="unknown method"):
     idspn_jax.project_rows_to_simplex(y, method="bisect")
+
+
+@pytest.mark.parametrize("n", [5, 40])  # the broadcast and the streamed rank computations
+def test_fspool_ranks_are_a_tie_breaking_permutation(n):
+  from idspn_jax._encoders import _sort_ranks
+
+  x = jnp.round(jax.random.normal(jax.random.key(0), (3, n, 4)) * 2) / 2  # many ties
+  expected = jnp.argsort(jnp.argsort(x, axis=-2, stable=True), axis=-2)
+  np.testing.assert_array_equal(_sort_ranks(x), expected)
