@@ -18,7 +18,14 @@ import time
 
 import jax
 
-from benchmarks import bench_matching, bench_memory, bench_pipeline, bench_steps, common
+from benchmarks import (
+  bench_matching,
+  bench_memory,
+  bench_parts,
+  bench_pipeline,
+  bench_steps,
+  common,
+)
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -55,6 +62,7 @@ def run(quick: bool) -> dict:
   results["memory"] = bench_memory.run(quick=quick)
   results["matching"] = bench_matching.run(quick=True)
   results["pipeline"] = bench_pipeline.run(quick=quick)
+  results["parts"] = bench_parts.run()
   return results
 
 
@@ -76,6 +84,9 @@ def markdown(results: dict) -> str:
     "",
     "### CLEVR input pipeline against the model",
     bench_pipeline.markdown(results["pipeline"]),
+    "",
+    "### Parts of a step, timed alone (median ms)",
+    bench_parts.markdown(results["parts"]),
   ]
   return "\n".join(parts)
 

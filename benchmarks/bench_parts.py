@@ -1,0 +1,67 @@
+"""Where a training step's time goes: its parts timed alone (median ms, jitted, f32).
+
+  python -m benchmarks.bench_parts
+
+Per inner step the iDSPN energy gradient runs the element MLP's two big matmuls (forward and
+input gradient), FSPool's ranks and, for numbering, the simplex projection. This times each at
+the shapes of the paper's configs, with the alternatives we measured.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import idspn_jax
+import idspn_jax._encoders as encoders
+from benchmarks import common
+
+
+def _ms(fn, *args) -> float:
+  return 1e3 * common.median_time(jax.jit(fn), *args, repeats=7)
+
+
+def _ranks(n: int, broadcast: bool):
+  def fn(x):
+    saved = encoders.BROADCAST_RANKS_UP_TO
+    encoders.BROADCAST_RANKS_UP_TO = n if broadcast else 0
+    try:
+      return encoders._sort_ranks(x)
+    finally:
+      encoders.BROADCAST_RANKS_UP_TO = saved
+
+  return fn
+
+
+def run() -> dict:
+  key = jax.random.key(0)
+  out = {}
+  shapes = {"random_sets": (128, 16, 512), "numbering": (128, 64, 256)}  # B, N, K
+  for name, (b, n, k) in shapes.items():
+    x = jax.random.normal(key, (b, n, k), jnp.float32)
+    h = jax.random.normal(key, (b * n, k), jnp.float32)
+    w = jax.random.normal(key, (k, k), jnp.float32)
+    out[name] = {
+      "matmul (B*N, K) @ (K, K)": _ms(jnp.dot, h, w),
+      "ranks, one broadcast comparison": _ms(_ranks(n, True), x),
+      "ranks, streamed loop": _ms(_ranks(n, False), x),
+      "argsort (XLA sort)": _ms(lambda x: jnp.argsort(x, axis=-2), x),
+    }
+    if name == "numbering":
+      y = jax.random.normal(key, (b, n, n), jnp.float32)
+      for method in ("sort", "count"):
+        out[name][f"simplex projection, {method}"] = _ms(
+          lambda y, m=method: idspn_jax.project_rows_to_simplex(y, method=m), y)
+  return out
+
+
+def markdown(results: dict) -> str:
+  lines = ["| config | part | ms |", "|---|---|---|"]
+  for config, parts in results.items():
+    for part, ms in parts.items():
+      lines.append(f"| {config} | {part} | {ms:.1f} |")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  print(markdown(run()))
