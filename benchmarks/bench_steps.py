@@ -89,8 +89,7 @@ def measure(setup, *, steps: int, backward: str, repeats: int = 8, count_flops: 
 
 def inference(setup_fn, *, steps: int, batch_size: int, repeats: int = 8) -> float:
   """Median latency of a forward pass (no gradient) for ``batch_size`` sets."""
-  step, state, batch = setup_fn(steps=steps, backward="approx")
-  del step
+  _, state, batch = setup_fn(steps=steps, backward="approx")
   batch = jax.tree.map(lambda x: x[:batch_size], batch)
   fn = jax.jit(lambda s, b: s.apply_fn({"params": s.params}, b, train=False, steps=steps,
                                        rngs=train._rngs(jax.random.PRNGKey(0))))

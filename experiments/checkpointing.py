@@ -53,6 +53,16 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self._last.latest_step()
 
+  def all_steps(self) -> list[int]:
+    """The steps of the kept (last K) checkpoints, oldest first."""
+    return sorted(self._last.all_steps())
+
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """The checkpoint of ``step``, shaped like ``abstract_state``."""
+    restored = self._last.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    return restored.state
+
   def save(self, step: int, state: Any) -> None:
     """Saves ``state`` as step ``step`` (replacing an existing checkpoint of that step)."""
     self._save(self._last, step, state)
@@ -87,10 +97,9 @@ class Checkpoints:
       raise ValueError("no best checkpoint is kept: set train.best_metric")
     for step in sorted(manager.all_steps(), reverse=True):
       try:
-        restored = manager.restore(
+        state = manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-        )
-        state = restored.state
+        ).state
       except Exception as err:  # Any failure to read means: fall back to an older one.
         logging.warning(
           "checkpoint of step %d under %s is unreadable (%s: %s); trying the previous one",

@@ -18,7 +18,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -82,10 +81,8 @@ def diagnose(config, workdir: str, *, sets: int = 8) -> list[dict]:
       pred, z)
 
   rows = []
-  for step in sorted(ckpt._last.all_steps()):
-    restored = ckpt._last.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(state))).state
-    params = restored.params
+  for step in ckpt.all_steps():
+    params = ckpt.restore(step, state).params
     rows.append({
       "step": step,
       "loss_by_inner_steps": {t: float(loss_at(params, t)) for t in INNER_STEPS},

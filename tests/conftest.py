@@ -1,4 +1,4 @@
-"""Test-wide JAX settings: float64 where tests ask for it, strict rank promotion."""
+"""Test-wide JAX settings: float64, strict rank promotion, rbg keys."""
 
 import os
 import pathlib

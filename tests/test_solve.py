@@ -166,22 +166,22 @@ def test_any_optax_optimizer_can_replace_the_default():
 
 def test_tol_stops_early_and_still_differentiates():
   q, theta, w = _quadratic_problem()
-  count = {"calls": 0}
+  options = dict(learning_rate=0.5, momentum=0.5)
 
-  def energy(y, q, theta):
-    return quadratic_energy(y, q, theta)
-
-  def run(theta, tol):
-    return idspn_jax.solve(
-      energy, jnp.zeros((N, D)), q, theta, steps=10_000, tol=tol, learning_rate=0.5,
-      momentum=0.5,
-    )
+  def run(theta, tol, steps=10_000):
+    return idspn_jax.solve(quadratic_energy, jnp.zeros((N, D)), q, theta, steps=steps, tol=tol,
+                           **options)
 
   y = run(theta, 1e-6)
   np.testing.assert_allclose(y.reshape(-1), jnp.linalg.solve(q, theta), atol=1e-5)
+  # A loose tolerance stops after a few steps: the result is exactly a short fixed-step run's.
+  loose = run(theta, 0.5)
+  fixed = [idspn_jax.solve(quadratic_energy, jnp.zeros((N, D)), q, theta, steps=k, **options)
+           for k in range(1, 30)]
+  assert any(bool(jnp.all(loose == y_k)) for y_k in fixed)
+  assert not np.allclose(loose, y, atol=1e-3)
   grad = jax.grad(lambda t: jnp.sum(w * run(t, 1e-6)))(theta)
   assert np.all(np.isfinite(grad))
-  del count
 
 
 def test_simplex_projection_keeps_rows_on_the_simplex():
