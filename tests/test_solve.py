@@ -149,6 +149,100 @@ def test_vmap_jit_grad_compose():
   np.testing.assert_allclose(ys[2], single, rtol=1e-12)
 
 
+def _encoder_problem(batch=4, d=D):
+  """A nonlinear energy (FS encoder) with shared parameters and per-set targets and starts."""
+  enc = idspn_jax.FSEncoder(8, 4, N)
+  params = enc.init(jax.random.key(0), jnp.zeros((N, d)))["params"]
+  params = jax.tree.map(lambda x: x.astype(jnp.float64), params)
+  energy = functools.partial(
+    idspn_jax.squared_error_energy, apply_fn=lambda p, y: enc.apply({"params": p}, y)
+  )
+  z = jax.random.normal(jax.random.key(1), (batch, 4), jnp.float64)
+  y0 = 0.1 * jax.random.normal(jax.random.key(2), (batch, N, d), jnp.float64)
+  return energy, params, z, y0
+
+
+@functools.partial(jax.jit, static_argnames=("batched", "options"))
+def _batched_or_vmapped(params, z, y0, w, *, batched, options):
+  """Loss of a batch solved with in_axes or with jax.vmap, and its gradient."""
+  options = dict(options)
+  energy, *_ = _encoder_problem(d=y0.shape[-1])
+  shared_start = options.pop("shared_start", False)
+  start, axis = (y0[0], None) if shared_start else (y0, 0)
+
+  def loss(params, z):
+    if batched:
+      ys = idspn_jax.solve(energy, start, params, z, in_axes=(axis, None, 0), **options)
+    else:
+      ys = jax.vmap(lambda s, z_i: idspn_jax.solve(energy, s, params, z_i, **options),
+                    in_axes=(axis, 0))(start, z)
+    return jnp.sum(w * ys), ys
+
+  (value, ys), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, z)
+  return value, ys, grads
+
+
+@pytest.mark.parametrize(
+  "options",
+  [
+    dict(backward="approx", clip_norm=0.05),
+    dict(backward="cg", cg_maxiter=3),  # few CG steps: the per-set step sizes matter
+    dict(backward="unroll", shared_start=True),
+    dict(backward="approx", tol=0.02, steps=50),  # sets stop at different steps
+    dict(backward="cg", projection=idspn_jax.project_rows_to_simplex, cg_maxiter=3),
+  ],
+  ids=["approx-clip", "cg", "unroll-shared-start", "tol", "cg-simplex"],
+)
+def test_in_axes_equals_vmap(options):
+  """A batched solve is vmap's result, values and gradients, with every option per set."""
+  _, params, z, y0 = _encoder_problem()
+  w = jax.random.normal(jax.random.key(3), y0.shape, jnp.float64)
+  frozen = tuple(sorted({"steps": 6, **options}.items()))
+  got = _batched_or_vmapped(params, z, y0, w, batched=True, options=frozen)
+  want = _batched_or_vmapped(params, z, y0, w, batched=False, options=frozen)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), got, want)
+  assert float(jnp.max(jnp.abs(got[2][1]))) > 0  # the gradient is not trivially zero
+
+
+def test_in_axes_tol_stops_each_set_on_its_own():
+  q, theta, _ = _quadratic_problem()
+  thetas = jnp.stack([100.0 * theta, theta])  # the first set starts much further away
+  run = lambda steps, tol=None: idspn_jax.solve(
+    quadratic_energy, jnp.zeros((N, D)), q, thetas, in_axes=(None, None, 0), steps=steps,
+    tol=tol, learning_rate=0.5, momentum=0.5,
+  )
+  early = run(10_000, tol=1e-6)
+  np.testing.assert_allclose(early.reshape(2, -1), jnp.linalg.solve(q, thetas.T).T, atol=1e-5)
+  # Each set stopped after its own number of steps (its state then stayed as it was).
+  fixed = [run(k) for k in range(20, 45)]
+  stopped = [next(k for k, y_k in enumerate(fixed, 20) if bool(jnp.all(early[i] == y_k[i])))
+             for i in range(2)]
+  assert stopped[0] > stopped[1]
+
+
+@pytest.mark.parametrize(
+  "in_axes, message",
+  [
+    ((0, None), "one per argument"),
+    ((1, None, 0), "0/None"),
+    ((None, None, None), "batches nothing"),
+    ((0, None, 0, 0), "one per argument"),
+  ],
+)
+def test_in_axes_bad_input_is_a_clear_error(in_axes, message):
+  energy, params, z, y0 = _encoder_problem()
+  with pytest.raises(ValueError, match=message):
+    idspn_jax.solve(energy, y0, params, z, in_axes=in_axes)
+
+
+def test_in_axes_mismatched_batch_sizes_are_a_clear_error():
+  energy, params, z, y0 = _encoder_problem()
+  with pytest.raises(ValueError, match="same leading batch size"):
+    idspn_jax.solve(energy, y0, params, z[:3], in_axes=(0, None, 0))
+  with pytest.raises(ValueError, match=r"shape \(batch, n, d\)"):
+    idspn_jax.solve(energy, y0[:, 0], params, z, in_axes=(0, None, 0))
+
+
 def test_clipping_bounds_each_step():
   energy = lambda y, s: s * jnp.sum(y)  # constant gradient of norm s * sqrt(N * D)
   y = idspn_jax.solve(energy, jnp.zeros((N, D)), 100.0, steps=1, momentum=0.0, clip_norm=2.0)

@@ -155,12 +155,12 @@ class IDSPN(nn.Module):
       unroll=self.loop_unroll,
     )
 
+    # One batched solve (not a vmap of solves): the implicit backward then forms the
+    # encoder's parameter gradient once for the batch instead of once per set.
     if self.energy == "mse":
-      run = lambda z_i, s: solve(energy_fn, s, g_params, z_i, **options)
-      return jax.vmap(run, in_axes=(0, start_axis))(z, start)
+      return solve(energy_fn, start, g_params, z, in_axes=(start_axis, None, 0), **options)
     if self.energy == "mse_regularized":
       # The start set is also the energy's reference set: it gets gradients through the pull.
-      run = lambda z_i, s: solve(energy_fn, s, g_params, z_i, s, **options)
-      return jax.vmap(run, in_axes=(0, start_axis))(z, start)
-    run = lambda z_i, x_i, s: solve(energy_fn, s, g_params, z_i, x_i, **options)
-    return jax.vmap(run, in_axes=(0, 0, start_axis))(z, x, start)
+      return solve(energy_fn, start, g_params, z, start,
+                   in_axes=(start_axis, None, 0, start_axis), **options)
+    return solve(energy_fn, start, g_params, z, x, in_axes=(start_axis, None, 0, 0), **options)

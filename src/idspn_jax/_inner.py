@@ -104,10 +104,104 @@ def _make_cg_solve(*, ridge: float, maxiter: int, projected: bool) -> LinearSolv
   return solve
 
 
-def _check_energy(energy_fn: EnergyFn, y0: jax.Array, args: tuple) -> None:
+def _per_set_cg(operator, b: jax.Array, *, ridge: float, maxiter: int, tol: float = 1e-5
+                ) -> jax.Array:
+  """Conjugate gradient on ``(M + ridge I) u = b`` for a batch of independent sets.
+
+  ``operator`` is block-diagonal over the leading (set) axis, so each set runs its own CG: its
+  own step sizes and its own stop once ``||r|| <= tol ||b||`` (what `jax.vmap` of a CG over the
+  sets computes). jaxopt's CG takes inner products over the whole batch, which couples the
+  sets' step sizes and changes the result at a fixed iteration count.
+  """
+  def dot(u, v):
+    return jnp.sum(u * v, axis=tuple(range(1, u.ndim)))  # [B]
+
+  def per_set(s):
+    return s.reshape(s.shape + (1,) * (b.ndim - 1))
+
+  apply = lambda u: operator(u) + ridge * u
+  limit = (tol**2) * dot(b, b)  # [B]
+
+  def body(carry):
+    u, r, p, rr, k = carry
+    active = rr > limit  # [B]
+    ap = apply(p)
+    pap = dot(p, ap)
+    alpha = jnp.where(active & (pap != 0), rr / jnp.where(pap != 0, pap, 1), 0)
+    u = u + per_set(alpha) * p
+    r_new = r - per_set(alpha) * ap
+    rr_new = dot(r_new, r_new)
+    beta = jnp.where(active & (rr != 0), rr_new / jnp.where(rr != 0, rr, 1), 0)
+    p = jnp.where(per_set(active), r_new + per_set(beta) * p, p)
+    r = jnp.where(per_set(active), r_new, r)
+    rr = jnp.where(active, rr_new, rr)
+    return u, r, p, rr, k + 1
+
+  cond = lambda carry: (carry[4] < maxiter) & jnp.any(carry[3] > limit)
+  rr = dot(b, b)
+  u0 = jnp.zeros_like(b)
+  return jax.lax.while_loop(cond, body, (u0, b, b, rr, jnp.zeros((), jnp.int32)))[0]
+
+
+def _make_per_set_cg_solve(*, ridge: float, maxiter: int, projected: bool) -> LinearSolve:
+  """`_make_cg_solve` for a batch of sets: ``matvec`` (``u -> A^T u``) is block-diagonal."""
+
+  def solve(matvec, b):
+    if projected:  # Normal equations with M = A^T: (M^T M + ridge) u = M^T b.
+      rmatvec = lambda u: jax.linear_transpose(matvec, b)(u)[0]
+      return _per_set_cg(lambda u: rmatvec(matvec(u)), rmatvec(b), ridge=ridge,
+                         maxiter=maxiter)
+    # A^T = -H: solve (H + ridge) u = -b.
+    return _per_set_cg(lambda u: -matvec(u), -b, ridge=ridge, maxiter=maxiter)
+
+  return solve
+
+
+def _batch_size(in_axes: tuple[int | None, ...], y0: jax.Array, args: tuple) -> int:
+  sizes = {
+    jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
+    for axis, arg in zip(in_axes, (y0, *args)) if axis == 0
+    for leaf in jax.tree.leaves(arg)
+  }
+  if None in sizes or len(sizes) != 1:
+    raise ValueError(
+      "every array of a batched argument (in_axes 0) needs the same leading batch size, got "
+      f"sizes {sorted(sizes, key=str)}"
+    )
+  return sizes.pop()
+
+
+def _check_in_axes(in_axes, y0: jax.Array, args: tuple) -> tuple[int | None, ...] | None:
+  """Normalises ``in_axes`` to one entry (0 or None) per argument ``(y0, *args)``."""
+  if in_axes is None:
+    return None
+  if isinstance(in_axes, int) and not isinstance(in_axes, bool):
+    in_axes = (in_axes,) * (1 + len(args))
+  in_axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else in_axes
+  if (not isinstance(in_axes, tuple) or len(in_axes) != 1 + len(args)
+      or any(a not in (0, None) or isinstance(a, bool) for a in in_axes)):
+    raise ValueError(
+      f"in_axes must be 0 or a sequence of 0/None, one per argument (y0, *args) = "
+      f"{1 + len(args)} arguments; got {in_axes!r}"
+    )
+  if all(a is None for a in in_axes):
+    raise ValueError("in_axes batches nothing (every entry is None); drop it to solve one set")
+  _batch_size(in_axes, y0, args)
+  return in_axes
+
+
+def _check_energy(energy_fn: EnergyFn, y0: jax.Array, args: tuple,
+                  in_axes: tuple[int | None, ...] | None = None) -> None:
   """Traces ``energy_fn`` once on abstract values to fail early with a clear message."""
+  def one_set(y, *args):
+    if in_axes is not None:  # The first set of the batch.
+      first = lambda arg, axis: jax.tree.map(lambda x: x[0], arg) if axis == 0 else arg
+      y = first(y, in_axes[0])
+      args = tuple(first(arg, axis) for arg, axis in zip(args, in_axes[1:]))
+    return energy_fn(y, *args)
+
   try:
-    out = jax.eval_shape(energy_fn, y0, *args)
+    out = jax.eval_shape(one_set, y0, *args)
   except Exception as err:  # Re-raised with the context a user needs.
     raise ValueError(
       f"energy_fn failed on a set y of shape {tuple(y0.shape)} and dtype {y0.dtype} "
@@ -117,7 +211,7 @@ def _check_energy(energy_fn: EnergyFn, y0: jax.Array, args: tuple) -> None:
     shape = getattr(out, "shape", type(out).__name__)
     raise ValueError(
       f"energy_fn must return a scalar for one set of shape {tuple(y0.shape)}, got {shape}; "
-      "batch with jax.vmap over solve instead of inside the energy"
+      "batch with in_axes (or jax.vmap over solve), not inside the energy"
     )
   if not jnp.issubdtype(out.dtype, jnp.floating):
     raise ValueError(f"energy_fn must return a floating-point scalar, got dtype {out.dtype}")
@@ -141,8 +235,9 @@ def solve(
   cg_maxiter: int = 20,
   linear_solve: LinearSolve | None = None,
   unroll: int | bool = 1,
+  in_axes: int | tuple[int | None, ...] | None = None,
 ) -> jax.Array:
-  """Minimises ``energy_fn(y, *args)`` over one set ``y`` by gradient descent.
+  """Minimises ``energy_fn(y, *args)`` over one set ``y`` (or a batch) by gradient descent.
 
   The forward pass runs ``steps`` iterations of an optax optimiser from ``y0`` (default: SGD
   with lr 1.0 and Nesterov momentum 0.9, as in the paper), clipping the set's gradient to
@@ -167,8 +262,14 @@ def solve(
   Only the implicit modes allow this: reverse-mode autodiff cannot run through a
   ``while_loop``, and the implicit gradient never needs to.
 
-  Batch by ``jax.vmap(solve, ...)``: the energy, the clipping and the stopping test then stay
-  per set. Everything differentiable must be passed in ``args``: quantities that ``energy_fn``
+  Batches: pass ``in_axes`` (as `jax.vmap`'s, for ``(y0, *args)``: 0 for an argument batched
+  along its leading axis, None for one shared by every set). The result equals
+  ``jax.vmap(solve, in_axes)`` -- the energy, the optimiser state, the clipping, the projection
+  and the stopping test stay per set -- but the batch is one implicit system, so the gradient of
+  a shared argument (the encoder's parameters) is computed once for the batch. Under
+  ``jax.vmap``, JAX transposes the implicit backward per set and sums per-set parameter
+  gradients (a [B, H, K] array for each weight matrix): several times slower for a training
+  step. Everything differentiable must be passed in ``args``: quantities that ``energy_fn``
   closes over get no gradient under the implicit modes.
 
   For debugging non-finite values, wrap the call in ``jax.experimental.checkify.checkify`` with
@@ -195,9 +296,12 @@ def solve(
       ``A = dF/dy``; overrides the one ``backward`` chooses.
     unroll: Loop unrolling of the forward ``fori_loop`` (``True``: fully unrolled, which
       also lets XLA's cost analysis count every step); ignored with ``tol``.
+    in_axes: Solve a batch of independent sets (see above): 0 (everything batched) or one
+      entry, 0 or None, per argument ``(y0, *args)``. A custom ``linear_solve`` then sees the
+      whole batch (its operator is block-diagonal over the sets).
 
   Returns:
-    The final set ``y`` of shape [N, D].
+    The final set ``y`` of shape [N, D] ([B, N, D] with ``in_axes``).
 
   References:
     Zhang, Zhang, Lacoste-Julien, Burghouts, Snoek. Multiset-Equivariant Set Prediction with
@@ -205,10 +309,13 @@ def solve(
     Fung et al. JFB: Jacobian-Free Backpropagation for Implicit Networks. AAAI 2022.
   """
   y0 = jnp.asarray(y0)
-  if y0.ndim != 2:
+  in_axes = _check_in_axes(in_axes, y0, args)
+  set_ndim = y0.ndim - (1 if in_axes is not None and in_axes[0] == 0 else 0)
+  if set_ndim != 2:
+    expected = "(batch, n, d)" if in_axes is not None and in_axes[0] == 0 else "(n, d)"
     raise ValueError(
-      f"y0 must be one set of shape (n, d), got shape {tuple(y0.shape)}; "
-      "batch with jax.vmap(solve, ...) for (batch, n, d)"
+      f"y0 must have shape {expected}, got shape {tuple(y0.shape)}"
+      + ("; for a batch of sets pass in_axes" if in_axes is None else "")
     )
   if not jnp.issubdtype(y0.dtype, jnp.floating):
     raise ValueError(f"y0 must be floating point, got dtype {y0.dtype}")
@@ -226,13 +333,13 @@ def solve(
       )
   if cg_maxiter < 1 or not cg_ridge >= 0:
     raise ValueError(f"cg_maxiter must be >= 1 and cg_ridge >= 0, got {cg_maxiter}, {cg_ridge}")
-  _check_energy(energy_fn, y0, args)
+  _check_energy(energy_fn, y0, args, in_axes)
 
   spec = _Spec(
     steps=steps, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
     nesterov=nesterov, clip_norm=clip_norm, projection=projection, project_start=project_start,
     tol=tol, backward=backward, cg_ridge=cg_ridge, cg_maxiter=cg_maxiter,
-    linear_solve=linear_solve, unroll=unroll,
+    linear_solve=linear_solve, unroll=unroll, in_axes=in_axes,
   )
   return _solve(y0, args, energy_fn=energy_fn, spec=spec)
 
@@ -254,6 +361,7 @@ class _Spec(NamedTuple):
   cg_maxiter: int
   linear_solve: LinearSolve | None
   unroll: int | bool
+  in_axes: tuple[int | None, ...] | None
 
 
 # Compiled as one unit, so that an eager call (outside any jit) costs one compilation, not one
@@ -269,28 +377,51 @@ def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> j
     optimizer = optax.chain(clip_by_set_norm(spec.clip_norm), optimizer)
   projection = spec.projection
   project = projection if projection is not None else (lambda y: y)
-  grad_fn = jax.grad(energy_fn)
   track_norm = spec.tol is not None
+  opt_init, opt_update, set_norm = optimizer.init, optimizer.update, optax.tree.norm
+  batched = spec.in_axes is not None
+  if batched:
+    # One set's energy, summed over the batch: each set's gradient is still its own, and the
+    # derivatives of shared arguments stay single batch-wide products. Everything else (the
+    # optimiser state, clipping, projection, stopping test) is vmapped: per set.
+    per_set_energy = jax.vmap(energy_fn, in_axes=(0, *spec.in_axes[1:]))
+    grad_fn = jax.grad(lambda y, *args: jnp.sum(per_set_energy(y, *args)))
+    opt_init, opt_update = jax.vmap(opt_init), jax.vmap(opt_update)
+    project = jax.vmap(project)
+    set_norm = jax.vmap(set_norm)
+    if spec.in_axes[0] is None:  # One start shared by every set.
+      batch = _batch_size(spec.in_axes, y0, args)
+      y0 = jnp.broadcast_to(y0, (batch, *y0.shape))
+  else:
+    grad_fn = jax.grad(energy_fn)
 
   def step_fn(state: SolveState, args: tuple) -> SolveState:
     grad = grad_fn(state.y, *args)
-    updates, opt_state = optimizer.update(grad, state.opt_state, state.y)
+    updates, opt_state = opt_update(grad, state.opt_state, state.y)
     y = project(optax.apply_updates(state.y, updates))
-    grad_norm = optax.tree.norm(grad) if track_norm else state.grad_norm
-    return SolveState(y, opt_state, state.step + 1, grad_norm)
+    grad_norm = set_norm(grad) if track_norm else state.grad_norm
+    new = SolveState(y, opt_state, state.step + 1, grad_norm)
+    if track_norm and batched:
+      # As under vmap: a set that has stopped keeps its state while the others go on.
+      active = state.grad_norm >= spec.tol  # [B]
+      keep = lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)
+      new = SolveState(keep(y, state.y), jax.tree.map(keep, opt_state, state.opt_state),
+                       new.step, keep(grad_norm, state.grad_norm))
+    return new
 
   def solver_fun(y_init, *args):
     y_start = project(y_init) if spec.project_start else y_init
+    norm_shape = y_start.shape[:1] if batched else ()
     state = SolveState(
-      y_start, optimizer.init(y_start), jnp.zeros((), jnp.int32),
-      jnp.full((), jnp.inf, y_start.dtype),
+      y_start, opt_init(y_start), jnp.zeros((), jnp.int32),
+      jnp.full(norm_shape, jnp.inf, y_start.dtype),
     )
     if spec.tol is None:
       state = jax.lax.fori_loop(
         0, spec.steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll
       )
     else:
-      keep_going = lambda s: (s.step < spec.steps) & (s.grad_norm >= spec.tol)
+      keep_going = lambda s: (s.step < spec.steps) & jnp.any(s.grad_norm >= spec.tol)
       state = jax.lax.while_loop(keep_going, lambda s: step_fn(s, args), state)
     return state.y
 
@@ -306,7 +437,8 @@ def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> j
     if spec.backward == "approx":
       linear_solve = _approx_solve
     else:
-      linear_solve = _make_cg_solve(
+      make = _make_per_set_cg_solve if batched else _make_cg_solve
+      linear_solve = make(
         ridge=spec.cg_ridge, maxiter=spec.cg_maxiter, projected=projection is not None
       )
   implicit_solver = _implicit_diff.custom_root(optimality_fun, solve=linear_solve)(solver_fun)
