@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from idspn_jax import matching
+from idspn_jax import _matching, matching
 
 # Every size n = 1..64 is tested, embedded into a few padded shapes so that each method compiles
 # only those shapes (XLA:CPU takes seconds per shape): n <= 8 in 8 x 8, larger ones in 64 x 64.
@@ -98,6 +98,23 @@ def test_float32_auction_within_tolerance(solve):
   best = scipy_totals(cost.astype(np.float64))
   got = totals(cost.astype(np.float64), solve["auction"](cost))
   np.testing.assert_allclose(got, best, rtol=1e-4)
+
+
+def test_auction_distance_costs_and_convergence():
+  # Squared distances of point sets (the losses' costs), float32, in their own shapes.
+  rng = np.random.default_rng(12)
+  for n in (10, 32):
+    x, y = rng.normal(size=(2, 64, n, 8)).astype(np.float32)
+    cost = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)  # [64, n, n]
+    cols, converged = jax.jit(_matching.solve_auction)(cost)
+    assert np.all(np.asarray(converged))
+    best = scipy_totals(cost.astype(np.float64))
+    np.testing.assert_allclose(totals(cost.astype(np.float64), cols), best, rtol=1e-5)
+  # A NaN cost never finishes: that problem reports converged = False, the others finish.
+  cost = rng.random((3, 4, 4)).astype(np.float32)
+  cost[1, 2, 3] = np.nan
+  _, converged = _matching.solve_auction(jnp.asarray(cost), max_steps=500)
+  np.testing.assert_array_equal(converged, [True, False, True])
 
 
 def test_brute_force_small(solve):

@@ -70,59 +70,59 @@ class AuctionState(NamedTuple):
   """Loop state of the batched auction: one row per problem (B), N objects and N persons."""
 
   prices: jax.Array  # [B, N] price of each object (column).
-  owner: jax.Array  # [B, N] person (row) holding each object, -1 when free.
-  assigned_to: jax.Array  # [B, N] object held by each person, -1 when unassigned.
-  eps: jax.Array  # [B] bid increment of the current phase.
-  step: jax.Array  # [] bidding rounds so far, over all phases.
-
-
-def _batch_set(x: jax.Array, index: jax.Array, value: jax.Array) -> jax.Array:
-  """x[b, index[b, k]] = value[b, k] for each b, k; out-of-range indices are skipped."""
-  batch = jnp.arange(x.shape[0])[:, None]  # [B, 1]
-  return x.at[batch, index].set(value, mode="drop")
+  assigned_to: jax.Array  # [B, N] object held by each person (row), -1 when unassigned.
+  checked: jax.Array  # [B, N] whether each holder is known to meet eps-CS for the current eps.
+  slack: jax.Array  # [B, N] bound on each holder's eps-CS slack, max_k v_k - v_held.
+  eps: jax.Array  # [B] bid increment of each problem's current phase.
+  done: jax.Array  # [B] whether each problem has finished its last phase.
+  step: jax.Array  # [] steps so far (one bid or check per problem and step).
 
 
 def solve_auction(
   cost: jax.Array,
   *,
   rtol: float = 1e-6,
-  eps_start: float = 0.2,
-  eps_factor: float = 7.0,
-  bidders: int = 8,
+  eps_start: float = 0.01,
+  eps_factor: float = 100.0,
   max_steps: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-  """Batched forward auction with epsilon scaling, all problems advanced together.
+  """Batched Gauss-Seidel auction with epsilon scaling, each problem at its own pace.
 
   Persons are rows and objects are columns; a person's benefit for an object is minus its cost.
-  In each round, every problem lets up to `bidders` of its unassigned persons bid at once
-  (Jacobi bidding within a problem; the persons are split into `bidders` groups and each group
-  sends its first unassigned person). A bidder i finds its best object j1 at the prices p
-  (value v1 = a_ij1 - p_j1) and its second best value v2, and bids p_j1 + v1 - v2 + eps for
-  j1. Each object goes to its highest bidder, whose bid becomes its price; the former holder
-  becomes unassigned. Every held object satisfies eps-complementary slackness (eps-CS),
-  a_ij - p_j >= max_k (a_ik - p_k) - eps, so a complete assignment costs at most N * eps more
-  than the optimum (Bertsekas, 1988).
+  In each step, every unfinished problem takes its first person that is unassigned or not yet
+  checked in the current phase. That person finds its best object j1 at the prices p (value
+  v1 = a_ij1 - p_j1) and its second best value v2. If it holds an object whose value is within
+  eps of v1 (eps-complementary slackness, eps-CS) it keeps it and is marked checked; otherwise
+  it bids p_j1 + v1 - v2 + eps for j1, takes j1 and unassigns j1's holder (Gauss-Seidel
+  bidding: one bid per problem and step, so there are no conflicting bids). A complete
+  assignment in which every holder meets eps-CS costs at most N * eps more than the optimum
+  (Bertsekas, 1988).
 
-  Epsilon scaling: a phase ends when every person of every problem holds an object (phases are
-  in step across the batch); eps then shrinks by `eps_factor`, the prices are kept, and only
-  the holders that satisfy eps-CS for the new eps keep their objects.
+  Epsilon scaling: when every person of a problem holds an object and is checked, the problem
+  either finishes or starts its next phase on its own: eps shrinks by `eps_factor`, the prices
+  and assignment are kept and every holder is checked again (in turn, by the steps above) for
+  the new eps. Prices only rise, so a holder's slack only shrinks after it is recorded (eps after
+  a bid, v1 - v_held after a check), and the sum of the recorded slacks bounds the gap to the
+  optimum: a problem finishes when that bound is within the tolerance, or at the final eps.
+  Checking persons one by one is cheaper than the full [N, N] pass per phase that an all-persons
+  check would cost in every step of the batch (problems change phase at different steps).
 
-  Integer costs are solved exactly: they are multiplied by N + 1 and the last phase runs with
-  eps = 1 in integer arithmetic, so the N * eps bound is below the spacing of the totals. Float
-  costs finish at eps = rtol * R / N, where R is the spread of the row-reduced costs of the
-  matrix, so the total is within rtol * R of the optimum; eps never goes under 16 ulps of R
-  (float32 rounding would stall the prices).
+  Integer costs are solved exactly: they are multiplied by N + 1 and the tolerance on the total
+  is N, below the spacing N + 1 of the totals (the last phase runs with eps = 1 in integer
+  arithmetic). Float costs finish within rtol * R of the optimum, where R is the spread of the
+  row-reduced costs of the matrix (the last phase has eps = rtol * R / N); eps never goes under
+  4 ulps of R (float32 rounding would stall the prices; an increment of 4 ulps of R still moves
+  prices up to 8 R, and prices stay near R).
 
   Costs that are not finite are not detected here (under `jit` they cannot be); such problems
   run out of `max_steps` and report `converged = False`.
 
   Args:
     cost: Cost matrices of shape [B, N, N], float or integer.
-    rtol: For float costs, the final N * eps as a fraction of the spread of the costs.
+    rtol: For float costs, the tolerance on the total as a fraction of the spread of the costs.
     eps_start: The first eps as a fraction of the spread of the costs.
     eps_factor: How much eps shrinks between phases.
-    bidders: How many unassigned persons of a problem bid in one round.
-    max_steps: Bound on the bidding rounds over all phases (default 400 * N + 4000).
+    max_steps: Bound on the steps over all phases (default 1000 * N + 10000).
 
   Returns:
     cols: The column matched to each row, of shape [B, N].
@@ -136,9 +136,7 @@ def solve_auction(
   if n == 1:
     return jnp.zeros((b, 1), INDEX_DTYPE), jnp.ones((b,), bool)
   if max_steps is None:
-    max_steps = 400 * n + 4000
-  k = max(1, min(bidders, n))
-  group = -(-n // k)  # persons per bidding group
+    max_steps = 1000 * n + 10000
   is_int = jnp.issubdtype(cost.dtype, jnp.integer)
   # Benefits, shifted per row so that each row's best benefit is 0 (same optimum).
   benefit = jnp.min(cost, axis=-1, keepdims=True) - cost  # [B, N, N]
@@ -148,85 +146,71 @@ def solve_auction(
     spread = spread * (n + 1)
     eps_final = jnp.ones((b,), benefit.dtype)  # [B]
     eps0 = jnp.maximum(spread // round(1 / eps_start), 1)  # [B]
+    tol = jnp.full((b,), n, benefit.dtype)  # [B]
     neg_inf = jnp.iinfo(benefit.dtype).min // 2
   else:
     finfo = jnp.finfo(benefit.dtype)
     # Keep eps_final a normal number (XLA:CPU flushes denormals to 0, and eps = 0 never ends).
-    spread = jnp.maximum(spread, 4 * float(finfo.tiny) / (16 * float(finfo.eps)))
-    eps_final = spread * max(rtol / n, 16 * float(finfo.eps))  # [B]
+    spread = jnp.maximum(spread, 4 * float(finfo.tiny) / (4 * float(finfo.eps)))
+    eps_final = spread * max(rtol / n, 4 * float(finfo.eps))  # [B]
     eps0 = jnp.maximum(spread * eps_start, eps_final)  # [B]
+    tol = spread * rtol  # [B]
     neg_inf = -jnp.inf
   dtype = benefit.dtype
-  objects = jnp.arange(n, dtype=INDEX_DTYPE)  # [N]
-  slots = jnp.arange(k, dtype=INDEX_DTYPE)  # [K]
+  # Rows are gathered whole from the flat [B * N, N] matrix (one row per problem and step).
+  rows = benefit.reshape(b * n, n)  # [B * N, N]
+  first_row = jnp.arange(b, dtype=INDEX_DTYPE) * n  # [B]
+  index = jnp.arange(n, dtype=INDEX_DTYPE)[None, :]  # [1, N], persons or objects
 
   def shrink(eps: jax.Array) -> jax.Array:
     if is_int:
       return jnp.maximum(eps // round(eps_factor), eps_final)
     return jnp.maximum(eps / eps_factor, eps_final)
 
-  def bid_round(state: AuctionState) -> AuctionState:
-    prices, owner, assigned_to, eps, step = state
-    # Each group sends its first unassigned person: person = g * group + offset.
-    free = jnp.pad(assigned_to < 0, ((0, 0), (0, k * group - n)))  # [B, K * G]
-    free = free.reshape(b, k, group)  # [B, K, G]
-    offset = jnp.min(jnp.where(free, jnp.arange(group)[None, None, :], group), axis=-1)  # [B, K]
-    active = offset < group  # [B, K]
-    person = jnp.where(active, slots[None, :] * group + offset, 0).astype(INDEX_DTYPE)  # [B, K]
-    rows = jnp.take_along_axis(benefit, person[:, :, None], axis=1)  # [B, K, N]
-    values = rows - prices[:, None, :]  # [B, K, N]
-    v1 = jnp.max(values, axis=-1)  # [B, K]
-    index = objects[None, None, :]  # [1, 1, N]
+  def step(state: AuctionState) -> AuctionState:
+    prices, assigned_to, checked, slack, eps, done, count = state
+    # All [B, N] arrays below are indexed by person or object along the last, contiguous axis.
+    todo = ((assigned_to < 0) | ~checked) & ~done[:, None]  # [B, N]
+    person = jnp.min(jnp.where(todo, index, n), axis=-1)  # [B]
+    active = person < n  # [B]
+    safe = jnp.minimum(person, n - 1)  # [B], a valid row where the problem has no one to move
+    values = jnp.take(rows, first_row + safe, axis=0) - prices  # [B, N]
+    v1 = jnp.max(values, axis=-1)  # [B]
     # The first best object (argmax is slow on XLA:CPU), then the second best value.
-    best = jnp.min(jnp.where(values == v1[:, :, None], index, n), axis=-1)  # [B, K]
-    v2 = jnp.max(jnp.where(index == best[:, :, None], neg_inf, values), axis=-1)  # [B, K]
-    raise_by = v1 - v2 + eps[:, None]  # [B, K]
-    # Among bidders for the same object the highest raise wins (the lowest slot on ties).
-    rival = active[:, None, :] & (best[:, None, :] == best[:, :, None])  # [B, K, K]
-    first = slots[None, :, None] <= slots[None, None, :]  # [1, K, K]
-    mine, theirs = raise_by[:, :, None], raise_by[:, None, :]  # [B, K, 1], [B, 1, K]
-    beats = (mine > theirs) | ((mine == theirs) & first)  # [B, K, K]
-    wins = active & jnp.all(~rival | beats, axis=-1)  # [B, K]
-    target = jnp.where(wins, best, n)  # [B, K]
-    loser = jnp.take_along_axis(owner, best, axis=1)  # [B, K]
-    loser = jnp.where(wins & (loser >= 0), loser, n)  # [B, K]
-    new_price = jnp.take_along_axis(prices, best, axis=1) + raise_by  # [B, K]
-    prices = _batch_set(prices, target, new_price)
-    owner = _batch_set(owner, target, person)
-    assigned_to = _batch_set(assigned_to, loser, jnp.full_like(loser, -1))
-    assigned_to = _batch_set(assigned_to, jnp.where(wins, person, n), best)
-    return AuctionState(prices, owner, assigned_to, eps, step + 1)
+    best = jnp.min(jnp.where(values == v1[:, None], index, n), axis=-1)  # [B]
+    v2 = jnp.max(jnp.where(index == best[:, None], neg_inf, values), axis=-1)  # [B]
+    is_person = index == person[:, None]  # [B, N]
+    held = jnp.take_along_axis(assigned_to, safe[:, None], axis=1)[:, 0]  # [B]
+    own = jnp.max(jnp.where(index == held[:, None], values, neg_inf), axis=-1)  # [B]
+    keep = active & (held >= 0) & (own >= v1 - eps)  # [B]
+    bid = active & ~keep  # [B]
+    new_price = prices + (v1 - v2 + eps)[:, None]  # [B, N]
+    prices = jnp.where(bid[:, None] & (index == best[:, None]), new_price, prices)
+    # The bidder takes `best` from its holder (itself when it bids again for its own object).
+    assigned_to = jnp.where(bid[:, None] & (assigned_to == best[:, None]), -1, assigned_to)
+    assigned_to = jnp.where(bid[:, None] & is_person, best[:, None], assigned_to)
+    touched = is_person & active[:, None]  # [B, N]
+    checked = checked | touched
+    slack = jnp.where(touched, jnp.where(keep, v1 - own, eps)[:, None], slack)
+    # Problems whose persons all hold a checked object finish or start their next phase.
+    complete = jnp.all((assigned_to >= 0) & checked, axis=-1) & ~done  # [B]
+    finish = complete & ((jnp.sum(slack, axis=-1) <= tol) | (eps <= eps_final))  # [B]
+    next_phase = complete & ~finish  # [B]
+    eps = jnp.where(next_phase, shrink(eps), eps)
+    checked = checked & ~next_phase[:, None]
+    return AuctionState(prices, assigned_to, checked, slack, eps, done | finish, count + 1)
 
-  def bidding_open(state: AuctionState) -> jax.Array:
-    return jnp.any(state.assigned_to < 0) & (state.step < max_steps)
-
-  def start_phase(state: AuctionState) -> AuctionState:
-    prices, owner, assigned_to, eps, step = state
-    eps = shrink(eps)
-    # Keep only the holders that satisfy eps-CS for the new eps.
-    values = benefit - prices[:, None, :]  # [B, N, N]
-    v1 = jnp.max(values, axis=-1)  # [B, N]
-    own = jnp.take_along_axis(values, jnp.maximum(assigned_to, 0)[:, :, None], axis=2)[..., 0]
-    keep = (assigned_to >= 0) & (own >= v1 - eps[:, None])  # [B, N]
-    assigned_to = jnp.where(keep, assigned_to, -1)
-    owner_kept = jnp.take_along_axis(keep, jnp.maximum(owner, 0), axis=1)  # [B, N]
-    owner = jnp.where((owner >= 0) & owner_kept, owner, -1)
-    return bid_phase(AuctionState(prices, owner, assigned_to, eps, step))
-
-  def bid_phase(state: AuctionState) -> AuctionState:
-    return jax.lax.while_loop(bidding_open, bid_round, state)
-
-  def phases_left(state: AuctionState) -> jax.Array:
-    return jnp.any(state.eps > eps_final) & (state.step < max_steps)
+  def unfinished(state: AuctionState) -> jax.Array:
+    return jnp.any(~state.done) & (state.step < max_steps)
 
   state = AuctionState(
     prices=jnp.zeros((b, n), dtype),
-    owner=jnp.full((b, n), -1, INDEX_DTYPE),
     assigned_to=jnp.full((b, n), -1, INDEX_DTYPE),
+    checked=jnp.zeros((b, n), bool),
+    slack=jnp.zeros((b, n), dtype),
     eps=eps0.astype(dtype),
+    done=jnp.zeros((b,), bool),
     step=jnp.zeros((), jnp.int32),
   )
-  state = bid_phase(state)
-  state = jax.lax.while_loop(phases_left, start_phase, state)
-  converged = jnp.all(state.assigned_to >= 0, axis=-1) & (state.eps <= eps_final)
-  return jnp.maximum(state.assigned_to, 0), converged
+  state = jax.lax.while_loop(unfinished, step, state)
+  return jnp.maximum(state.assigned_to, 0), state.done

@@ -5,7 +5,7 @@
 - "hungarian": `optax.assignment.hungarian_algorithm`, exact, pure JAX, vmapped.
 - "scipy": scipy's solver in a host loop through `jax.pure_callback` (the reference's way).
 - "auction": a batched epsilon-scaling auction (`idspn_jax._matching.solve_auction`): exact on
-  integer costs, within max(1e-6, 16 N ulp) of the costs' spread on float costs (about 1e-4 x
+  integer costs, within max(1e-6, 4 N ulp) of the costs' spread on float costs (about 3e-5 x
   the spread at N = 64 in float32), no host round trip.
 - "auto": "scipy" on CPU, where it is fastest (`benchmarks/bench_matching.py`), and
   "auction" on accelerators, where a host round trip would stall the device.
