@@ -1,8 +1,9 @@
 """Training-step time of the reference PyTorch iDSPN / DSPN on this machine (optional).
 
-This is not part of `make bench` and is not imported by `benchmarks.run`: it needs PyTorch
-(plus torchvision, scipy and `higher`, which the reference's modules import) in a separate
-environment, and a checkout of the reference implementation (davzha/multiset-equivariance).
+It is optional: it needs PyTorch (plus torchvision, scipy and `higher`, which the reference's
+modules import) in a separate environment, and a checkout of the reference implementation
+(davzha/multiset-equivariance). `make bench` runs it first when IDSPN_REFERENCE_PYTHON and
+IDSPN_REFERENCE_DIR point at them (`benchmarks.run --reference_python/--reference_dir`).
 It imports the reference's own classes (`models.DSPNBaseModel`, `losses.hungarian_loss*`,
 `data.*`) from ``--reference_dir`` and only drives them, so its figures can be compared with
 ours on the same hardware:

@@ -144,33 +144,48 @@ def run(quick: bool = False, peak: float | None = None, fresh: bool = True) -> d
   return results
 
 
-def markdown(results: dict, reference: dict) -> str:
-  lines = ["| config | inner steps | backward | ours (s/step) | reference (s/step) | speed-up | "
-           "GFLOP/step | % of matmul peak |", "|---|---|---|---|---|---|---|---|"]
+def markdown(results: dict, reference: dict, here: dict | None = None) -> str:
+  """``reference``: the issue's figures by (config, steps); ``here``: the reference timed on
+  this machine in the same run (`benchmarks.run.reference_here`), by "config steps"."""
+  here = here or {}
+  lines = ["| config | inner steps | backward | ours (s/step) | reference, this machine | "
+           "speed-up | reference, issue | GFLOP/step | % of matmul peak |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in results["timed"]:
-    ref = reference.get((r["config"], r["steps"]), {})
-    ref_s = ref.get("dspn_s" if r["backward"] == "unroll" else "idspn_s")
-    ratio = f"{ref_s / r['seconds']:.1f}x" if ref_s and r["backward"] != "cg" else ""
+    key = "dspn_s" if r["backward"] == "unroll" else "idspn_s"
+    ref_s = reference.get((r["config"], r["steps"]), {}).get(key)
+    ref_here = here.get(f"{r['config']} {r['steps']}", {}).get(key)
+    if r["backward"] == "cg":  # the reference has no exact-implicit mode
+      ref_s = ref_here = None
+    ratio = f"{ref_here / r['seconds']:.1f}x" if ref_here else ""
     gflop = f"{r['flops'] / 1e9:.1f}" if "flops" in r else ""
     frac = f"{100 * r['fraction_of_peak']:.0f}%" if "fraction_of_peak" in r else ""
     lines.append(f"| {r['config']} | {r['steps']} | {r['backward']} | {r['seconds']:.3f} | "
-                 f"{ref_s if ref_s and r['backward'] != 'cg' else ''} | {ratio} | {gflop} | "
-                 f"{frac} |")
+                 f"{f'{ref_here:.3f}' if ref_here else ''} | {ratio} | {ref_s or ''} | "
+                 f"{gflop} | {frac} |")
   if results["rss"]:
-    lines += ["", "Fresh process per configuration (random sets n=16 d=8, width 512, batch 128):",
-              "", "| inner steps | backward | s/step | peak RSS (MiB) | reference s/step | "
-              "reference peak RSS (MB) |", "|---|---|---|---|---|---|"]
+    lines += ["", "Fresh process per configuration (random sets n=16 d=8, width 512, batch 128; "
+              "the reference's RSS growth is its peak minus its RSS before the first step, as "
+              "torch alone takes ~700 MiB):",
+              "", "| inner steps | backward | s/step | peak RSS (MiB) | reference here s/step | "
+              "reference here RSS growth (MiB) | reference (issue) s/step | "
+              "reference (issue) peak RSS (MB) |", "|---|---|---|---|---|---|---|---|"]
     for r in results["rss"]:
       ref = reference.get(("random_sets", r["steps"]), {})
+      ref_here = here.get(f"random_sets {r['steps']}", {})
       key = "dspn" if r["backward"] == "unroll" else "idspn"
+      s_here, mib_here = ref_here.get(key + "_s"), ref_here.get(key + "_mib")
       lines.append(f"| {r['steps']} | {r['backward']} | {r['seconds']:.3f} | "
-                   f"{r['peak_rss_mib']:.0f} | {ref.get(key + '_s', '')} | "
+                   f"{r['peak_rss_mib']:.0f} | {f'{s_here:.3f}' if s_here else ''} | "
+                   f"{f'{mib_here:.0f}' if mib_here else ''} | {ref.get(key + '_s', '')} | "
                    f"{ref.get(key + '_mb', '')} |")
   inf = results["inference"]
   ref = reference.get(("inference", 20), {})
+  ref_here = here.get("inference 20", {}).get("idspn_s")
   lines += ["", f"Inference (random sets n=16 d=8, 20 inner steps): one set "
             f"{1e3 * inf['one_set_s']:.1f} ms, batch of 128 {1e3 * inf['batch_128_s']:.1f} ms "
-            f"(reference, batch of 128: {1e3 * ref.get('idspn_s', float('nan')):.0f} ms)."]
+            f"(reference, batch of 128: {1e3 * ref.get('idspn_s', float('nan')):.0f} ms in the "
+            f"issue" + (f", {1e3 * ref_here:.0f} ms on this machine" if ref_here else "") + ")."]
   return "\n".join(lines)
 
 

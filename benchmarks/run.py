@@ -5,15 +5,24 @@
 
 Figures are medians over repeated calls after compilation, all from this one run, so ratios
 between them are like for like. Reference figures (PyTorch, same kind of machine) come from
-the performance issue and are printed beside ours.
+the performance issue and are printed beside ours. With a PyTorch environment and a checkout of
+the reference implementation, the same run also times the reference on this machine first
+(`benchmarks/bench_reference_torch.py`, about 10 more minutes):
+
+  python -m benchmarks.run --reference_python=/path/to/torch/venv/bin/python \
+      --reference_dir=/path/to/multiset-equivariance
+  # or set IDSPN_REFERENCE_PYTHON and IDSPN_REFERENCE_DIR (then `make bench` picks them up)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
+import subprocess
+import tempfile
 import time
 
 import jax
@@ -52,8 +61,37 @@ def machine() -> dict:
   }
 
 
-def run(quick: bool) -> dict:
+def reference_here(python: str, reference_dir: str, quick: bool) -> dict:
+  """Times the reference PyTorch code on this machine (fresh processes; see the harness).
+
+  Returns its JSON plus ``by_config``: {"config steps": {"idspn_s", "dspn_s", "idspn_mib",
+  "dspn_mib"}}, where the MiB are the RSS growth during the timed steps.
+  """
+  if not pathlib.Path(reference_dir, "models.py").is_file():
+    raise FileNotFoundError(f"no reference checkout (models.py) in {reference_dir!r}")
+  with tempfile.TemporaryDirectory() as tmp:
+    out = pathlib.Path(tmp, "reference.json")
+    command = [python, str(HERE / "bench_reference_torch.py"), "--reference_dir", reference_dir,
+               "--out", str(out)] + (["--quick"] if quick else [])
+    print("reference:", " ".join(command), flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    measured = json.loads(out.read_text())
+  by_config = {}
+  for r in measured["results"]:
+    config = "inference" if r["mode"] == "inference" else r["config"]
+    entry = by_config.setdefault(f"{config} {r['steps']}", {})
+    entry[f"{r['model']}_s"] = r["seconds"]
+    entry[f"{r['model']}_mib"] = r["peak_rss_mib"] - r["rss_before_steps_mib"]
+  measured["by_config"] = by_config
+  return measured
+
+
+def run(quick: bool, reference_python: str | None = None, reference_dir: str | None = None
+        ) -> dict:
   results = {"machine": machine(), "quick": quick}
+  if reference_python and reference_dir:
+    # First, while nothing of ours is resident.
+    results["reference_here"] = reference_here(reference_python, reference_dir, quick)
   peak = common.matmul_peak()
   results["matmul_peak"] = peak
   print(f"matmul peak: XLA {peak['xla_flops'] / 1e9:.0f} GFLOP/s, numpy "
@@ -74,7 +112,8 @@ def markdown(results: dict) -> str:
     f"{results['matmul_peak']['xla_flops'] / 1e9:.0f} GFLOP/s (XLA, 2048x512 @ 512x512 f32).",
     "",
     "### Training step (median s/step)",
-    bench_steps.markdown(results["steps"], REFERENCE),
+    bench_steps.markdown(results["steps"], REFERENCE,
+                         results.get("reference_here", {}).get("by_config")),
     "",
     "### Compiled temporary memory of one training step against inner steps",
     bench_memory.markdown(results["memory"]),
@@ -95,8 +134,14 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
   parser.add_argument("--out", default=str(HERE), help="folder for results.json / results.md")
+  parser.add_argument("--reference_python", default=os.environ.get("IDSPN_REFERENCE_PYTHON"),
+                      help="a Python with torch, to time the reference here too")
+  parser.add_argument("--reference_dir", default=os.environ.get("IDSPN_REFERENCE_DIR"),
+                      help="a checkout of davzha/multiset-equivariance")
   args = parser.parse_args()
-  results = run(args.quick)
+  if bool(args.reference_python) != bool(args.reference_dir):
+    parser.error("--reference_python and --reference_dir go together")
+  results = run(args.quick, args.reference_python, args.reference_dir)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   name = "results_quick" if args.quick else "results"
