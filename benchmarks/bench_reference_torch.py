@@ -65,6 +65,15 @@ QUICK = [("random_sets", "train", m, 20) for m in ("idspn", "dspn")]
 
 
 def peak_rss_mib() -> float:
+  """Peak RSS of this process image (VmHWM; ru_maxrss would carry over the parent's across
+  execve), falling back to ru_maxrss where /proc is missing."""
+  try:
+    with open("/proc/self/status") as status:
+      for line in status:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -50,7 +50,19 @@ def compiled_flops(compiled) -> float:
 
 
 def own_peak_rss_mib() -> float:
-  """This process's peak resident memory in MiB (Linux reports ru_maxrss in KiB)."""
+  """This process's peak resident memory in MiB.
+
+  Linux's VmHWM, which starts afresh with the process image: `ru_maxrss` survives `execve`, so
+  in a child started by a large parent it reports the parent's size (a constant 2.1 GB in our
+  first fresh-process figures). Falls back to `ru_maxrss` (KiB) where /proc is missing.
+  """
+  try:
+    with open("/proc/self/status") as status:
+      for line in status:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024  # kB
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

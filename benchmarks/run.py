@@ -78,7 +78,7 @@ def reference_here(python: str, reference_dir: str, quick: bool) -> dict:
     measured = json.loads(out.read_text())
   by_config = {}
   for r in measured["results"]:
-    config = "inference" if r["mode"] == "inference" else r["config"]
+    config = r["config"] if r["mode"] == "train" else "inference"  # modes: train, infer
     entry = by_config.setdefault(f"{config} {r['steps']}", {})
     entry[f"{r['model']}_s"] = r["seconds"]
     entry[f"{r['model']}_mib"] = r["peak_rss_mib"] - r["rss_before_steps_mib"]
