@@ -246,7 +246,10 @@ def create_train_state(config: ml_collections.ConfigDict, task: Task, mesh: Mesh
                            steps=1)
 
   variables = init(example)
-  tx = optax.adam(create_learning_rate(config))
+  if config.train.weight_decay:
+    tx = optax.adamw(create_learning_rate(config), weight_decay=config.train.weight_decay)
+  else:
+    tx = optax.adam(create_learning_rate(config))
   if config.train.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.train.grad_clip_norm), tx)
   state = TrainState.create(

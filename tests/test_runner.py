@@ -224,3 +224,14 @@ def test_a_config_typo_fails_fast(tmp_path):
   assert not (tmp_path / "checkpoints").exists()
   with pytest.raises(ValueError, match="unknown variant"):
     random_sets_config.get_config("smal")
+
+
+def test_weight_decay_uses_decoupled_adamw():
+  """train.weight_decay > 0: with a zero gradient the first update is -lr * wd * params."""
+  config = _config(weight_decay=0.5)
+  mesh = train.create_mesh()
+  state = train.create_train_state(config, random_sets.create_task(config), mesh)
+  zeros = jax.tree.map(np.zeros_like, state.params)
+  updates, _ = state.tx.update(zeros, state.opt_state, state.params)
+  for update, param in zip(jax.tree.leaves(updates), jax.tree.leaves(state.params)):
+    np.testing.assert_allclose(update, -1e-2 * 0.5 * np.asarray(param), rtol=1e-6, atol=1e-12)

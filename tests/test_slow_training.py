@@ -14,16 +14,18 @@ def _val_loss(workdir, step):
 
 
 @pytest.mark.slow
-def test_idspn_learns_faster_than_dspn_on_random_sets(tmp_path):
-  """At the `:small` setting, 500 steps: iDSPN's validation loss is below DSPN's."""
+def test_idspn_beats_dspn_on_random_sets(tmp_path):
+  """At the `:small` setting (1,000 steps): iDSPN's validation loss is below DSPN's from 500
+  steps on, and well below at the end (0.021 against 0.087 when this test was written)."""
   losses = {}
   for name, overrides in {"idspn": {}, "dspn": {"backward": "unroll", "momentum": 0.0}}.items():
     config = random_sets_config.get_config("small")
-    config.train.steps = 500
     config.eval.pictures = False
     config.train.progress_bar = False
     for key, value in overrides.items():
       config.model[key] = value
     train.train_and_evaluate(config, tmp_path / name, random_sets.create_task(config))
-    losses[name] = _val_loss(tmp_path / name, 500)
-  assert losses["idspn"] < 0.75 * losses["dspn"], losses
+    losses[name] = {step: _val_loss(tmp_path / name, step) for step in (500, 750, 1000)}
+  for step in (500, 750, 1000):
+    assert losses["idspn"][step] < losses["dspn"][step], losses
+  assert losses["idspn"][1000] < 0.5 * losses["dspn"][1000], losses

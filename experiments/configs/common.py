@@ -20,6 +20,8 @@ def base_config() -> config_dict.ConfigDict:
   # Multiply the learning rate by lr_drop_factor from this step on (0: never).
   config.train.lr_drop_step = 0
   config.train.lr_drop_factor = 0.1
+  # Decoupled weight decay (AdamW) of the outer optimiser (0: plain Adam, the paper's).
+  config.train.weight_decay = 0.0
   # Clip the outer gradient's global norm (0: off).
   config.train.grad_clip_norm = 0.0
   # Half the inner steps during the first half of training.

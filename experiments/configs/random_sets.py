@@ -74,8 +74,10 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.train.eval_every = 250
     config.train.checkpoint_every = 250
     config.train.log_every = 50
-    # Report the checkpoint with the best validation loss (see the README on late-training
-    # instability of the Jacobian-free gradient at this size).
+    # Weight decay (AdamW, decoupled) for both models: without it the energy sharpens until the
+    # inner loop stops converging and iDSPN collapses after ~650 steps (see the README).
+    config.train.weight_decay = 1.0
+    # Report the checkpoint with the best validation loss.
     config.eval.final_checkpoint = "best"
   elif variant == "test":
     config.data.set_size = 4
