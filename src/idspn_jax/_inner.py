@@ -405,8 +405,9 @@ def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> j
       # As under vmap: a set that has stopped keeps its state while the others go on.
       active = state.grad_norm >= spec.tol  # [B]
       keep = lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)
-      new = SolveState(keep(y, state.y), jax.tree.map(keep, opt_state, state.opt_state),
-                       new.step, keep(grad_norm, state.grad_norm))
+      y, opt_state, grad_norm = jax.tree.map(
+        keep, (y, opt_state, grad_norm), (state.y, state.opt_state, state.grad_norm))
+      new = SolveState(y, opt_state, new.step, grad_norm)
     return new
 
   def solver_fun(y_init, *args):
