@@ -107,6 +107,12 @@ def create_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
 # Steps.
 
 
+#: The collection where a model sows extra training-loss terms (scalars, already weighted) with
+#: ``self.sow(AUX_LOSSES, name, value)``; the training step adds them to the task's loss.
+#: Evaluation does not make it mutable, so sowing there is a no-op.
+AUX_LOSSES = "aux_losses"
+
+
 def _variables(state: TrainState, params) -> dict:
   variables = {"params": params}
   if state.batch_stats:
@@ -126,13 +132,16 @@ def train_step(state: TrainState, batch: Batch, *, task: Task, inner_steps: int)
   def loss_fn(params):
     pred, updates = state.apply_fn(
       _variables(state, params), batch, train=True, steps=inner_steps, rngs=_rngs(key),
-      mutable=["batch_stats"],
+      mutable=["batch_stats", AUX_LOSSES],
     )
-    return jnp.mean(task.loss(pred, batch)), updates
+    loss = jnp.mean(task.loss(pred, batch))
+    # Scalars the model sowed into AUX_LOSSES (already weighted) join the objective.
+    aux = sum(jax.tree.leaves(updates.get(AUX_LOSSES, {})), jnp.zeros((), loss.dtype))
+    return loss + aux, (updates, loss, aux)
 
-  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (updates, loss, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats"))
-  return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  return state, {"loss": loss, "aux_loss": aux, "grad_norm": optax.tree.norm(grads)}
 
 
 def eval_step(state: TrainState, batch: Batch, *, task: Task, inner_steps: int, key: jax.Array):
@@ -364,7 +373,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         done = step + 1
         if done % config.train.log_every == 0 or done == total:
           metrics = jax.device_get(metrics)
-          if not math.isfinite(float(metrics["loss"])):
+          if not math.isfinite(float(metrics["loss"]) + float(metrics.get("aux_loss", 0.0))):
             raise NonFiniteLossError(
               f"the training loss is {metrics['loss']} at step {done}; stopping. The last good "
               f"checkpoint is step {last_good} under {workdir / 'checkpoints'} (try a lower "
@@ -432,7 +441,10 @@ class _progress:  # noqa: N801
     self.last = start
 
   def update(self, step: int, metrics: dict) -> None:
-    text = f"loss={float(metrics['loss']):.4g} {metrics['steps_per_second']:.2f} steps/s"
+    text = f"loss={float(metrics['loss']):.4g}"
+    if float(metrics.get("aux_loss", 0.0)):
+      text += f" aux_loss={float(metrics['aux_loss']):.4g}"
+    text += f" {metrics['steps_per_second']:.2f} steps/s"
     if self.bar is not None:
       self.bar.update(step - self.last)
       self.bar.set_postfix_str(text)

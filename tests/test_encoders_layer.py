@@ -156,6 +156,47 @@ def test_concat_input_energy_and_simplex_projection():
   np.testing.assert_allclose(jnp.sum(y, -1), 1.0, rtol=1e-6)
 
 
+def test_target_energy_is_the_energy_at_the_given_sets():
+  """``IDSPN.target_energy`` (DSPN's representation loss) is 0.5 mean_k (g(Y) - z)^2 per set,
+  with the concat input for numbering, and gives gradients to both g and z."""
+  z = jax.random.normal(jax.random.key(0), (2, 6))
+  target = jax.random.normal(jax.random.key(1), (2, 3, 2))
+  for energy in ("mse", "mse_regularized"):  # The pull toward the start set is left out.
+    layer = _layer(energy=energy, set_size=3)
+    variables = layer.init(jax.random.key(2), z)
+    got = layer.apply(variables, z, target, method=layer.target_energy)
+    encoder = idspn_jax.SetEncoder(hidden=16, latent=6, set_size=3, pool="fs")
+    code = jax.vmap(lambda y: encoder.apply({"params": variables["params"]["g"]}, y))(target)
+    np.testing.assert_allclose(got, 0.5 * jnp.mean((code - z) ** 2, -1), rtol=1e-5)
+    grad_g, grad_z = jax.grad(
+      lambda g, z: jnp.sum(layer.apply({"params": {**variables["params"], "g": g}}, z, target,
+                                       method=layer.target_energy)), argnums=(0, 1),
+    )(variables["params"]["g"], z)
+    assert all(float(jnp.abs(x).sum()) > 0 for x in jax.tree.leaves((grad_g, grad_z)))
+    grad_g, grad_z = jax.grad(
+      lambda g, z: jnp.sum(layer.apply({"params": {**variables["params"], "g": g}}, z, target,
+                                       train_encoder=False, method=layer.target_energy)),
+      argnums=(0, 1),
+    )(variables["params"]["g"], z)
+    assert all(float(jnp.abs(x).sum()) == 0 for x in jax.tree.leaves(grad_g))
+    assert float(jnp.abs(grad_z).sum()) > 0
+  layer = _layer(energy="mse_concat_input", set_dim=4, set_size=3)
+  x = jax.nn.one_hot(jnp.array([[0, 1, 2], [2, 2, 0]]), 3)  # [2, 3, 3]
+  target4 = jnp.concatenate([target, target], -1)  # [2, 3, 4]
+  variables = layer.init(jax.random.key(0), z, x)
+  got = layer.apply(variables, z, target4, x, method=layer.target_energy)
+  encoder = idspn_jax.SetEncoder(hidden=16, latent=6, set_size=3, pool="fs")
+  code = jax.vmap(lambda y: encoder.apply({"params": variables["params"]["g"]}, y))(
+    jnp.concatenate([target4, x], -1))
+  np.testing.assert_allclose(got, 0.5 * jnp.mean((code - z) ** 2, -1), rtol=1e-5)
+  with pytest.raises(ValueError, match="needs the input set"):
+    layer.apply(variables, z, target4, method=layer.target_energy)
+  with pytest.raises(ValueError, match="target must have shape"):
+    layer.apply(variables, z, target, x, method=layer.target_energy)
+  with pytest.raises(ValueError, match="call the layer once"):
+    layer.apply({"params": {}}, z, target4, x, method=layer.target_energy)
+
+
 @pytest.mark.parametrize(
   "kwargs, call, message",
   [

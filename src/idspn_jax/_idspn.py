@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from idspn_jax._encoders import SetEncoder
-from idspn_jax._energies import ENERGIES
+from idspn_jax._energies import ENERGIES, squared_error_energy
 from idspn_jax._inner import solve
 from idspn_jax._projections import project_rows_to_simplex
 
@@ -164,3 +164,51 @@ class IDSPN(nn.Module):
       return solve(energy_fn, start, g_params, z, start,
                    in_axes=(start_axis, None, 0, start_axis), **options)
     return solve(energy_fn, start, g_params, z, x, in_axes=(start_axis, None, 0, 0), **options)
+
+  def target_energy(
+    self,
+    z: jax.typing.ArrayLike,
+    target: jax.typing.ArrayLike,
+    x: jax.typing.ArrayLike | None = None,
+    *,
+    train_encoder: bool = True,
+  ) -> jax.Array:
+    """The energy's representation error at given sets: ``0.5 * mean_k (g(Y)_k - z_k)^2``.
+
+    At the true sets this is DSPN's representation loss (Zhang, Hare, Prugel-Bennett 2019):
+    added to the set loss with a small weight, it trains the image encoder to map each input
+    to the code of its true set, and ``g`` to keep sets apart, so the inner loop has a minimum
+    where the answer is. The pull toward the start set of ``"mse_regularized"`` is left out.
+    Call it after the layer has been called once (its parameters exist then), e.g. on the
+    same bound module inside a parent's ``@nn.compact`` method.
+
+    Args:
+      z: Latent vectors of shape [B, K].
+      target: Sets of shape [B, N, D].
+      x: Input sets of shape [B, N, Dx], for ``energy="mse_concat_input"``.
+      train_encoder: Let gradients reach ``g``. With False only ``z`` is pulled toward the
+        sets' codes: as a loss this cannot be lowered by shrinking ``g`` and ``z`` together
+        toward a constant code, which an unnormalised representation loss otherwise does.
+
+    Returns:
+      Per-set energies of shape [B].
+    """
+    z, target = jnp.asarray(z), jnp.asarray(target)
+    b = z.shape[0]
+    if target.shape != (b, self.set_size, self.set_dim):
+      raise ValueError(f"target must have shape ({b}, {self.set_size}, {self.set_dim}), got "
+                       f"{tuple(target.shape)}")
+    if self.energy == "mse_concat_input":
+      if x is None:
+        raise ValueError("energy='mse_concat_input' needs the input set x of shape (B, N, Dx)")
+      target = jnp.concatenate([target, jnp.asarray(x).astype(target.dtype)], axis=-1)
+    if not self.has_variable("params", "g"):
+      raise ValueError("call the layer once before target_energy: its encoder has no parameters")
+    g_params = self.get_variable("params", "g")
+    if not train_encoder:
+      g_params = jax.lax.stop_gradient(g_params)
+    encoder = self._make_encoder()
+    apply_fn = lambda params, y: encoder.apply({"params": params}, y)
+    energy = functools.partial(squared_error_energy, apply_fn=apply_fn)
+    return jax.vmap(energy, in_axes=(0, None, 0))(target, g_params, z.astype(target.dtype))
+
