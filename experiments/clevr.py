@@ -25,7 +25,8 @@ from absl import app, logging
 
 import idspn_jax
 from experiments import clevr_data, clevr_plots, clevr_render, image_encoders, train
-from idspn_jax import losses, metrics
+from experiments import train as train_lib
+from idspn_jax import losses, matching, metrics
 
 MODEL_KEYS = ("steps", "learning_rate", "momentum", "backward", "clip_norm", "learn_start",
               "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool")
@@ -42,6 +43,11 @@ class ClevrModel(nn.Module):
     latent: K, width of z.
     hidden: Hidden width of iDSPN's set encoder.
     encoder_options: Extra keyword options of the image encoder (e.g. SmallCNN widths).
+    decoder: "idspn", or "mlp": a baseline that maps z to the whole set with a 3-layer MLP
+      (no inner loop; the set is an unordered output only through the Hungarian loss).
+    target_energy_weight: Weight of DSPN's representation loss in training: the energy
+      ``0.5 * mean_k (g(Y_true)_k - z_k)^2`` at the true set, with ``g`` held fixed, sown into
+      ``train.AUX_LOSSES`` (0: off, the paper's iDSPN).
     latent_norm: Layer-normalise z. The SmallCNN has no normalisation of its own, and without
       one its z grew without bound (|z| ~ 1e16 after 1000 steps of the CPU config): the inner
       gradient is clipped once it is large, so the set stops depending on z, while the
@@ -58,6 +64,8 @@ class ClevrModel(nn.Module):
   encoder_options: dict
   idspn: dict
   latent_norm: bool = False
+  decoder: str = "idspn"
+  target_energy_weight: float = 0.0
   set_size: int = clevr_data.SET_SIZE
   set_dim: int = clevr_data.OBJECT_DIM
 
@@ -78,11 +86,24 @@ class ClevrModel(nn.Module):
     )(batch["image"], train=train)  # [B, K]
     if self.latent_norm:
       z = nn.LayerNorm(name="latent_norm")(z)  # [B, K]
+    if self.decoder == "mlp":
+      h = nn.relu(nn.Dense(self.hidden, name="mlp_0")(z))
+      h = nn.relu(nn.Dense(self.hidden, name="mlp_1")(h))
+      out = nn.Dense(self.set_size * self.set_dim, name="mlp_out")(h)  # [B, N * D]
+      return out.reshape(z.shape[0], self.set_size, self.set_dim)  # [B, N, D]
+    if self.decoder != "idspn":
+      raise ValueError(f"unknown decoder {self.decoder!r}; expected 'idspn' or 'mlp'")
     decoder = idspn_jax.IDSPN(
       set_size=self.set_size, set_dim=self.set_dim, latent=self.latent, hidden=self.hidden,
       name="decoder", **self.idspn,
     )
-    return decoder(z, steps=steps)  # [B, N, D]
+    pred = decoder(z, steps=steps)  # [B, N, D]
+    if train and self.target_energy_weight and "set" in batch:
+      # Only z is pulled toward the true set's code: with g trained too, the two shrank
+      # together toward a constant code.
+      energy = decoder.target_energy(z, batch["set"], train_encoder=False)  # [B]
+      self.sow(train_lib.AUX_LOSSES, "target_energy", self.target_energy_weight * energy.mean())
+    return pred
 
 
 def create_model(config: ml_collections.ConfigDict) -> ClevrModel:
@@ -91,7 +112,8 @@ def create_model(config: ml_collections.ConfigDict) -> ClevrModel:
     encoder=config.model.encoder, image_size=config.data.image_size,
     latent=config.model.latent, hidden=config.model.hidden,
     encoder_options=dict(config.model.encoder_options),
-    latent_norm=config.model.latent_norm,
+    latent_norm=config.model.latent_norm, decoder=config.model.decoder,
+    target_energy_weight=config.model.target_energy_weight,
     idspn={k: config.model[k] for k in MODEL_KEYS},
   )
 
@@ -124,11 +146,44 @@ def average_precisions(pred: np.ndarray, target: np.ndarray) -> dict[str, float]
   return {name: 100.0 * float(v) for name, v in zip(AP_NAMES, ap, strict=True)}
 
 
+def attribute_accuracies(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+  """Per-attribute diagnostics after Hungarian matching (smooth-L1 cost, as the loss).
+
+  ``acc_<attribute>``: % of true objects whose matched prediction has that attribute right
+  (argmax); ``acc_all``: % with all four right; ``acc_mask``: % of true rows (objects and
+  padding) whose matched prediction is on the right side of mask 0.5; ``coord_dist``: mean
+  distance (scene units) from a true object to its match. They say which part of the AP is
+  missing.
+
+  Args:
+    pred: Predicted sets of shape [M, N, 19].
+    target: True sets of shape [M, N, 19].
+  """
+  pdist = losses.pairwise_cost(pred, target, "smooth_l1")  # [M, N(true), N(pred)]
+  _, cols = matching.linear_sum_assignment(pdist, method="scipy")  # [M, N]
+  matched = np.take_along_axis(pred, np.asarray(cols)[..., None], axis=1)  # [M, N, D]
+  present = target[..., clevr_data.MASK] > 0.5  # [M, N]
+  out = {}
+  right = np.ones(present.shape, bool)
+  for name, part in (("material", clevr_data.MATERIAL), ("color", clevr_data.COLOR),
+                     ("shape", clevr_data.SHAPE), ("size", clevr_data.SIZE)):
+    ok = matched[..., part].argmax(-1) == target[..., part].argmax(-1)  # [M, N]
+    right &= ok
+    out[f"acc_{name}"] = 100.0 * float(ok[present].mean())
+  out["acc_all"] = 100.0 * float(right[present].mean())
+  out["acc_mask"] = 100.0 * float(((matched[..., clevr_data.MASK] > 0.5) == present).mean())
+  offset = matched[..., clevr_data.COORDS] - target[..., clevr_data.COORDS]  # [M, N, 3]
+  dist = clevr_data.COORD_SCALE * np.linalg.norm(offset, axis=-1)  # [M, N]
+  out["coord_dist"] = float(dist[present].mean())
+  return out
+
+
 def eval_metrics(preds: list, batches: list) -> dict[str, float]:
-  """The AP table of a split from its predictions [B, N, D] and batches ({"set": [B, N, D]})."""
+  """The AP table of a split, and the per-attribute diagnostics, from its predictions
+  [B, N, D] and batches ({"set": [B, N, D]})."""
   pred = np.concatenate([np.asarray(p) for p in preds])  # [M, N, D]
   target = np.concatenate([b["set"] for b in batches])  # [M, N, D]
-  return average_precisions(pred, target)
+  return {**average_precisions(pred, target), **attribute_accuracies(pred, target)}
 
 
 def hungarian_loss(pred: jax.Array, batch: dict) -> jax.Array:

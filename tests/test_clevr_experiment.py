@@ -73,8 +73,8 @@ def test_model_output_shape(run):
   config, _, state, _ = run
   images = np.zeros((2, config.data.image_size, config.data.image_size, 3), np.float32)
   pred = jax.eval_shape(
-    lambda p: state.apply_fn({"params": p}, {"image": images}, steps=2,
-                             rngs={"start": jax.random.key(0)}),
+    lambda p: state.apply_fn({"params": p, "batch_stats": state.batch_stats}, {"image": images},
+                             steps=2, rngs={"start": jax.random.key(0)}),
     state.params,
   )
   assert pred.shape == (2, 10, 19)
@@ -87,11 +87,76 @@ def test_average_precision_names_and_a_perfect_prediction(run):
   assert clevr.AP_NAMES == ("ap_inf", "ap_1", "ap_0_5", "ap_0_25", "ap_0_125", "ap_0_0625")
   perfect = clevr.eval_metrics([target[:4], target[4:]], [{"set": target[:4]},
                                                           {"set": target[4:]}])
-  assert perfect == {name: pytest.approx(100.0) for name in clevr.AP_NAMES}
+  for name in clevr.AP_NAMES:
+    assert perfect[name] == pytest.approx(100.0), name
+  for name in ("acc_material", "acc_color", "acc_shape", "acc_size", "acc_all", "acc_mask"):
+    assert perfect[name] == pytest.approx(100.0), name
+  assert perfect["coord_dist"] == pytest.approx(0.0, abs=1e-6)
   shifted = target.copy()
   shifted[:, :, 0] += 0.3 / clevr_data.COORD_SCALE  # Every object 0.3 away.
   ap = clevr.average_precisions(shifted, target)
   assert ap["ap_inf"] == ap["ap_0_5"] == pytest.approx(100.0) and ap["ap_0_25"] == 0.0
+
+
+def test_attribute_accuracies_after_matching():
+  """Two images, 3 + 1 objects: one wrong colour, one object moved 0.6, one padding row whose
+  mask is 0.7; rows permuted, so only the matching can pair them."""
+  def obj(coords, material, color, shape, size):
+    return clevr_data.encode_objects(
+      np.array([coords]), np.array([material]), np.array([color]), np.array([shape]),
+      np.array([size]), set_size=1)[0]
+
+  target = np.zeros((2, 10, clevr_data.OBJECT_DIM), np.float32)
+  target[0, 0] = obj((0.0, 0.0, 0.35), 0, 1, 2, 1)
+  target[0, 1] = obj((2.0, -1.0, 0.7), 1, 4, 0, 0)
+  target[0, 2] = obj((-2.0, 2.0, 0.35), 0, 7, 1, 1)
+  target[1, 0] = obj((1.0, 1.0, 0.7), 1, 0, 1, 0)
+  pred = target.copy()
+  pred[0, 2] = obj((-2.0, 2.0, 0.35), 0, 6, 1, 1)  # Wrong colour.
+  pred[1, 0] = obj((1.6, 1.0, 0.7), 1, 0, 1, 0)  # 0.6 away.
+  pred[1, 5, -1] = 0.7  # A padding row predicted present.
+  pred = pred[:, ::-1]
+  acc = clevr.attribute_accuracies(pred, target)
+  assert acc["acc_color"] == pytest.approx(75.0) and acc["acc_all"] == pytest.approx(75.0)
+  for name in ("acc_material", "acc_shape", "acc_size"):
+    assert acc[name] == pytest.approx(100.0), name
+  assert acc["acc_mask"] == pytest.approx(95.0)
+  assert acc["coord_dist"] == pytest.approx(0.6 / 4, rel=1e-5)
+
+
+def test_the_mlp_decoder_baseline():
+  config = clevr_config.get_config("test")
+  config.model.decoder = "mlp"
+  model = clevr.create_model(config)
+  images = np.zeros((2, config.data.image_size, config.data.image_size, 3), np.float32)
+  variables = model.init(jax.random.key(0), {"image": images})
+  assert "decoder" not in variables["params"]
+  assert model.apply(variables, {"image": images}).shape == (2, 10, 19)
+  config.model.decoder = "slots"
+  with pytest.raises(ValueError, match="unknown decoder"):
+    clevr.create_model(config).init(jax.random.key(0), {"image": images})
+
+
+def test_the_representation_loss_is_sown_in_training_only():
+  """``model.target_energy_weight`` sows weight x the mean energy at the true sets."""
+  config = clevr_config.get_config("test")
+  target = np.zeros((2, 10, 19), np.float32)
+  target[:, :3, -1] = 1.0
+  batch = {"image": np.full((2, config.data.image_size, config.data.image_size, 3), 0.5,
+                            np.float32), "set": target}
+  rngs = {"start": jax.random.key(1)}
+  sown = {}
+  for weight in (0.5, 1.0):
+    config.model.target_energy_weight = weight
+    model = clevr.create_model(config)
+    variables = model.init({"params": jax.random.key(0)} | rngs, batch)
+    _, updates = model.apply(variables, batch, train=True, rngs=rngs,
+                             mutable=["batch_stats", train.AUX_LOSSES])
+    (sown[weight],) = updates[train.AUX_LOSSES]["target_energy"]
+    # Evaluation makes nothing mutable: the model just predicts.
+    assert model.apply(variables, batch, rngs=rngs).shape == (2, 10, 19)
+  assert float(sown[1.0]) > 0
+  np.testing.assert_allclose(sown[0.5], 0.5 * sown[1.0], rtol=1e-5)
 
 
 def test_projection_matches_the_recorded_pixels(run):

@@ -49,6 +49,25 @@ def test_small_cnn_output_shape():
   assert latents.shape == (3, 64) and np.all(np.isfinite(latents))
 
 
+def test_small_cnn_batch_norm_trains_on_batch_statistics():
+  model = ie.create_image_encoder("small_cnn", latent=8, image_size=16, widths=(4, 8),
+                                  batch_norm=True)
+  images = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3))
+  variables = model.init(jax.random.key(1), images, train=False)
+  assert set(variables["batch_stats"]) == {"BatchNorm_0", "BatchNorm_1"}
+  assert "bias" not in variables["params"]["Conv_0"]
+  out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+  assert out.shape == (4, 8)
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), updates["batch_stats"],
+                       variables["batch_stats"])
+  assert all(m > 0 for m in jax.tree.leaves(moved))
+  # Evaluation uses the running statistics: a single image's output does not depend on the
+  # others in its batch.
+  one = model.apply(variables, images[:1], train=False)
+  np.testing.assert_allclose(one, model.apply(variables, images, train=False)[:1], rtol=1e-5,
+                             atol=1e-6)
+
+
 def test_bad_encoder_arguments():
   with pytest.raises(ValueError, match="unknown image encoder 'vgg'"):
     ie.create_image_encoder("vgg", latent=512, image_size=128)
