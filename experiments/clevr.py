@@ -25,7 +25,7 @@ from absl import app, logging
 
 import idspn_jax
 from experiments import clevr_data, clevr_plots, clevr_render, image_encoders, train
-from experiments import train as train_lib
+from experiments.train import AUX_LOSSES
 from idspn_jax import losses, matching, metrics
 
 MODEL_KEYS = ("steps", "learning_rate", "momentum", "backward", "clip_norm", "learn_start",
@@ -47,11 +47,11 @@ class ClevrModel(nn.Module):
       (no inner loop; the set is an unordered output only through the Hungarian loss).
     target_energy_weight: Weight of DSPN's representation loss in training: the energy
       ``0.5 * mean_k (g(Y_true)_k - z_k)^2`` at the true set, with ``g`` held fixed, sown into
-      ``train.AUX_LOSSES`` (0: off, the paper's iDSPN).
-    latent_norm: Layer-normalise z. The SmallCNN has no normalisation of its own, and without
-      one its z grew without bound (|z| ~ 1e16 after 1000 steps of the CPU config): the inner
-      gradient is clipped once it is large, so the set stops depending on z, while the
-      Jacobian-free backward still pushes z the same way.
+      ``experiments.train.AUX_LOSSES`` (0: off, the paper's iDSPN).
+    latent_norm: Layer-normalise z. The SmallCNN has no normalisation of its own unless
+      ``batch_norm`` is set, and without one its z grew without bound (|z| ~ 1e16 after 1000
+      steps of the CPU config): the inner gradient is clipped once it is large, so the set
+      stops depending on z, while the Jacobian-free backward still pushes z the same way.
     idspn: Keyword options of `idspn_jax.IDSPN`.
     set_size: N, objects per image (10).
     set_dim: D, features per object (19).
@@ -102,7 +102,7 @@ class ClevrModel(nn.Module):
       # Only z is pulled toward the true set's code: with g trained too, the two shrank
       # together toward a constant code.
       energy = decoder.target_energy(z, batch["set"], train_encoder=False)  # [B]
-      self.sow(train_lib.AUX_LOSSES, "target_energy", self.target_energy_weight * energy.mean())
+      self.sow(AUX_LOSSES, "target_energy", self.target_energy_weight * energy.mean())
     return pred
 
 

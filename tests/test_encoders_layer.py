@@ -191,6 +191,8 @@ def test_target_energy_is_the_energy_at_the_given_sets():
   np.testing.assert_allclose(got, 0.5 * jnp.mean((code - z) ** 2, -1), rtol=1e-5)
   with pytest.raises(ValueError, match="needs the input set"):
     layer.apply(variables, z, target4, method=layer.target_energy)
+  with pytest.raises(ValueError, match="x must have shape"):
+    layer.apply(variables, z, target4, x[:, :2], method=layer.target_energy)
   with pytest.raises(ValueError, match="target must have shape"):
     layer.apply(variables, z, target, x, method=layer.target_energy)
   with pytest.raises(ValueError, match="call the layer once"):

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from experiments import checkpointing, random_sets, train
-from experiments import train as train_lib
 from experiments.configs import random_sets as random_sets_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -244,27 +243,29 @@ def test_sown_aux_losses_join_the_training_loss_only():
   import flax.linen as nn
   import optax
 
+  from experiments.train import AUX_LOSSES  # `train` is shadowed inside the module below.
+
   class Sowing(nn.Module):
     @nn.compact
     def __call__(self, batch, *, train=False, steps=None):
       w = self.param("w", nn.initializers.ones, ())
-      self.sow(train_lib.AUX_LOSSES, "penalty", 3.0 * w**2)
+      self.sow(AUX_LOSSES, "penalty", 3.0 * w**2)
       return w * batch["x"]
 
-  task = train_lib.Task(
+  task = train.Task(
     name="sowing", model=Sowing(), loss=lambda pred, batch: (pred - batch["y"]) ** 2,
     train_batches=None, eval_batches=None, eval_metrics=None,
   )
   x, y = np.array([1.0, 2.0], np.float32), np.array([0.0, 1.0], np.float32)
-  state = train_lib.TrainState.create(apply_fn=task.model.apply, params={"w": np.float32(1.5)},
+  state = train.TrainState.create(apply_fn=task.model.apply, params={"w": np.float32(1.5)},
                                       tx=optax.sgd(0.1), batch_stats={}, rng=jax.random.key(0))
-  new, metrics = train_lib.train_step(state, {"x": x, "y": y}, task=task, inner_steps=1)
+  new, metrics = train.train_step(state, {"x": x, "y": y}, task=task, inner_steps=1)
   w = 1.5
   task_loss = np.mean((w * x - y) ** 2)
   grad = np.mean(2 * (w * x - y) * x) + 6.0 * w
   np.testing.assert_allclose(metrics["loss"], task_loss, rtol=1e-6)
   np.testing.assert_allclose(metrics["aux_loss"], 3.0 * w**2, rtol=1e-6)
   np.testing.assert_allclose(new.params["w"], w - 0.1 * grad, rtol=1e-6)
-  _, eval_loss = train_lib.eval_step(state, {"x": x, "y": y}, task=task, inner_steps=1,
+  _, eval_loss = train.eval_step(state, {"x": x, "y": y}, task=task, inner_steps=1,
                                      key=jax.random.key(0))
   np.testing.assert_allclose(eval_loss, (w * x - y) ** 2, rtol=1e-6)

@@ -105,7 +105,7 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.data.num_threads = 2
     config.model.encoder = "small_cnn"
     config.model.encoder_options.widths = (32, 64, 128, 128)
-    # BatchNorm: the encoder learns material and shape sooner, at no extra cost per step.
+    # BatchNorm in the encoder, at no extra cost per step (the README's CLEVR runs use it).
     config.model.encoder_options.batch_norm = True
     config.model.latent_norm = True
     # Backpropagate through the inner steps: with 10-20 steps from the start set the inner

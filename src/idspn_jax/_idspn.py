@@ -78,6 +78,15 @@ class IDSPN(nn.Module):
       parent=None,
     )
 
+  def _check_input_set(self, x: jax.typing.ArrayLike | None, b: int) -> jax.Array:
+    """The concat-input energy's input set as an array of shape [B, N, Dx], or a clear error."""
+    if x is None:
+      raise ValueError("energy='mse_concat_input' needs the input set x of shape (B, N, Dx)")
+    x = jnp.asarray(x)
+    if x.ndim != 3 or x.shape[:2] != (b, self.set_size):
+      raise ValueError(f"x must have shape ({b}, {self.set_size}, dx), got {tuple(x.shape)}")
+    return x
+
   @nn.compact
   def __call__(
     self,
@@ -107,11 +116,7 @@ class IDSPN(nn.Module):
     n, d = self.set_size, self.set_dim
     concat = self.energy == "mse_concat_input"
     if concat:
-      if x is None:
-        raise ValueError("energy='mse_concat_input' needs the input set x of shape (B, N, Dx)")
-      x = jnp.asarray(x)
-      if x.ndim != 3 or x.shape[:2] != (b, n):
-        raise ValueError(f"x must have shape ({b}, {n}, dx), got {tuple(x.shape)}")
+      x = self._check_input_set(x, b)
     projection = self.projection
     if isinstance(projection, str):
       if projection not in PROJECTIONS:
@@ -199,9 +204,8 @@ class IDSPN(nn.Module):
       raise ValueError(f"target must have shape ({b}, {self.set_size}, {self.set_dim}), got "
                        f"{tuple(target.shape)}")
     if self.energy == "mse_concat_input":
-      if x is None:
-        raise ValueError("energy='mse_concat_input' needs the input set x of shape (B, N, Dx)")
-      target = jnp.concatenate([target, jnp.asarray(x).astype(target.dtype)], axis=-1)
+      x = self._check_input_set(x, b)
+      target = jnp.concatenate([target, x.astype(target.dtype)], axis=-1)
     if not self.has_variable("params", "g"):
       raise ValueError("call the layer once before target_energy: its encoder has no parameters")
     g_params = self.get_variable("params", "g")
