@@ -7,10 +7,11 @@ For a batch of 128 random float32 cost matrices at N = 10, 32, 64 it times (medi
 repeats, all in one run, so the ratios compare like with like):
 - "scipy host loop": `scipy.optimize.linear_sum_assignment` per matrix on numpy arrays (the
   reference's way);
-- each method of `idspn_jax.matching.linear_sum_assignment`, jitted;
+- each method of `idspn_jax.matching.linear_sum_assignment`, jitted (optax's Hungarian is
+  timed once at N = 64: it takes seconds);
 - a jitted training step, value and gradient of the mean `hungarian_loss` of sets [128, N, 8]
-  with each method, against the same step with the matching given as an input: the matching's
-  share of the step is 1 - (step without matching) / (step).
+  with scipy, the auction and jv, against the same step with the matching given as an input:
+  the matching's share of the step is 1 - (step without matching) / (step).
 """
 
 import sys
@@ -26,7 +27,9 @@ from idspn_jax import _losses, losses, matching
 BATCH = 128
 SIZES = (10, 32, 64)
 FEATURES = 8
-METHODS = ("scipy", "hungarian", "auction")
+METHODS = ("scipy", "hungarian", "auction", "jv")
+# Methods also timed inside a jitted training step.
+STEP_METHODS = ("scipy", "auction", "jv")
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -86,7 +89,7 @@ def run(quick: bool = False) -> dict:
       seconds = _median_seconds(lambda s=solve, c=cost: s(c).block_until_ready(), reps)
       row[f"{method}_s"] = seconds
       row[f"{method}_vs_scipy_host"] = seconds / row["scipy_host_loop_s"]
-    for method in ("scipy", "auction"):
+    for method in STEP_METHODS:
       full, base = _step_times(n, method, repeats)
       row[f"step_{method}_s"] = full
       row[f"step_{method}_matching_share"] = max(0.0, 1.0 - base / full)
@@ -105,15 +108,16 @@ def markdown(result: dict) -> str:
     f"Backend {result['backend']}, batch {result['batch']}, float32; median ms (ratio to the "
     f"scipy host loop); 'auto' = {result['auto']}.",
     "",
-    "| N | scipy host loop | scipy callback | optax hungarian | auction "
-    "| step (scipy) | matching share | step (auction) | matching share |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| N | scipy host loop | scipy callback | optax hungarian | auction | jv "
+    + "".join(f"| step ({m}) | matching share " for m in STEP_METHODS)
+    + "|",
+    "|---|" + "---|" * (1 + len(METHODS) + 2 * len(STEP_METHODS)),
   ]
   for r in result["rows"]:
     cells = [str(r["n"]), f"{1e3 * r['scipy_host_loop_s']:.2f}"]
     for m in METHODS:
       cells.append(f"{1e3 * r[f'{m}_s']:.2f} ({r[f'{m}_vs_scipy_host']:.1f}x)")
-    for m in ("scipy", "auction"):
+    for m in STEP_METHODS:
       cells.append(f"{1e3 * r[f'step_{m}_s']:.2f}")
       cells.append(f"{100 * r[f'step_{m}_matching_share']:.0f}%")
     lines.append("| " + " | ".join(cells) + " |")

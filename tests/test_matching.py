@@ -50,7 +50,7 @@ def solve():
   """Jitted solvers, one per method (compiled once per shape and dtype)."""
   return {
     m: jax.jit(lambda c, m=m: matching.linear_sum_assignment(c, method=m)[1])
-    for m in ("scipy", "hungarian", "auction")
+    for m in ("scipy", "hungarian", "auction", "jv")
   }
 
 
@@ -63,6 +63,8 @@ def test_float_totals_match_scipy(solve, sizes, size):
   auction = totals(cost, solve["auction"](cost))
   assert np.all(auction >= best - 1e-9)
   np.testing.assert_allclose(auction, best, rtol=1e-5)
+  # Shortest augmenting paths: the optimum up to float32 rounding of the potentials.
+  np.testing.assert_allclose(totals(cost, solve["jv"](cost)), best, rtol=1e-6)
   if size == 8:  # optax's Hungarian is slow to run on big batches.
     np.testing.assert_allclose(totals(cost, solve["hungarian"](cost)), best, rtol=1e-9)
 
@@ -72,13 +74,16 @@ def test_integer_ties_exact(solve, sizes, size):
   rng = np.random.default_rng(100 + size)
   # Few distinct values: many ties and many optimal assignments.
   cost, best = embedded_batch(sizes, size, lambda b, n: rng.integers(0, 4, (b, n, n)), pad=8)
-  np.testing.assert_array_equal(totals(cost, solve["auction"](cost)), best)
+  for method in ("auction", "jv"):
+    np.testing.assert_array_equal(totals(cost, solve[method](cost)), best)
   draw = lambda b, n: rng.integers(-1000, 1000, (b, n, n))
   wide, wide_best = embedded_batch(sizes, size, draw, pad=4000)
-  np.testing.assert_array_equal(totals(wide, solve["auction"](wide)), wide_best)
+  for method in ("auction", "jv"):
+    np.testing.assert_array_equal(totals(wide, solve[method](wide)), wide_best)
   # Integer values stored as floats: within the float tolerance, so exact after rounding.
   as_float = cost.astype(np.float64)
-  np.testing.assert_array_equal(np.round(totals(as_float, solve["auction"](as_float))), best)
+  for method in ("auction", "jv"):
+    np.testing.assert_array_equal(np.round(totals(as_float, solve[method](as_float))), best)
   if size == 8:
     np.testing.assert_array_equal(totals(cost, solve["hungarian"](cost)), best)
 
@@ -88,16 +93,45 @@ def test_unpadded_shapes(solve):
   rng = np.random.default_rng(11)
   for n in (1, 5):
     cost = rng.random((50, n, n))
-    np.testing.assert_allclose(totals(cost, solve["auction"](cost)), scipy_totals(cost))
     ints = rng.integers(0, 3, (50, n, n))
-    np.testing.assert_array_equal(totals(ints, solve["auction"](ints)), scipy_totals(ints))
+    for method in ("auction", "jv"):
+      np.testing.assert_allclose(totals(cost, solve[method](cost)), scipy_totals(cost))
+      np.testing.assert_array_equal(totals(ints, solve[method](ints)), scipy_totals(ints))
 
 
-def test_float32_auction_within_tolerance(solve):
+def test_float32_auction_and_jv_within_tolerance(solve):
   cost = np.random.default_rng(7).random((128, 64, 64)).astype(np.float32)
   best = scipy_totals(cost.astype(np.float64))
   got = totals(cost.astype(np.float64), solve["auction"](cost))
   np.testing.assert_allclose(got, best, rtol=1e-4)
+  got = totals(cost.astype(np.float64), solve["jv"](cost))
+  np.testing.assert_allclose(got, best, rtol=1e-6)
+
+
+def test_jv_distance_costs_steps_and_nan():
+  # Squared distances of point sets (the losses' costs), float32, in their own shapes.
+  rng = np.random.default_rng(13)
+  for n in (10, 32):
+    x, y = rng.normal(size=(2, 64, n, 8)).astype(np.float32)
+    cost = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)  # [64, n, n]
+    cols, converged = jax.jit(_matching.solve_jv)(cost)
+    assert np.all(np.asarray(converged))
+    best = scipy_totals(cost.astype(np.float64))
+    np.testing.assert_allclose(totals(cost.astype(np.float64), cols), best, rtol=1e-6)
+  # Too few steps: the problems that need more report converged = False.
+  cost = rng.random((4, 6, 6)).astype(np.float32)
+  _, converged = _matching.solve_jv(jnp.asarray(cost), max_steps=0)
+  assert not np.all(np.asarray(converged))
+  _, converged = _matching.solve_jv(jnp.asarray(cost))
+  assert np.all(np.asarray(converged))
+  # A NaN cost ends the loop too (within its bound), the other problems stay exact.
+  cost[1, 2, 3] = np.nan
+  cols, _ = jax.jit(_matching.solve_jv)(jnp.asarray(cost))
+  keep = [0, 2, 3]
+  np.testing.assert_allclose(
+    totals(cost[keep], np.asarray(cols)[keep]), scipy_totals(cost[keep].astype(np.float64)),
+    rtol=1e-6,
+  )
 
 
 def test_auction_distance_costs_and_convergence():
@@ -127,7 +161,7 @@ def test_brute_force_small(solve):
     padded = np.full((8, 8, 8), 20.0)
     padded[:, n:, n:] = 0
     padded[:, :n, :n] = cost
-    for method in ("scipy", "hungarian", "auction"):
+    for method in ("scipy", "hungarian", "auction", "jv"):
       np.testing.assert_allclose(totals(padded, solve[method](padded)), brute, atol=1e-9)
     np.testing.assert_allclose(totals(cost, solve["scipy"](cost)), brute, atol=1e-9)
 
@@ -145,7 +179,7 @@ def test_batch_axes_vmap_and_rows():
 
 def test_no_gradient_through_matching():
   cost = jnp.asarray(np.random.default_rng(6).random((2, 4, 4)))
-  for method in ("scipy", "auction", "auto"):
+  for method in ("scipy", "auction", "jv", "auto"):
 
     def total(c, method=method):
       _, cols = matching.linear_sum_assignment(c, method=method)
@@ -159,7 +193,7 @@ def test_no_gradient_through_matching():
 
 def test_auto_method():
   assert matching.default_method("cpu") == "scipy"
-  assert matching.default_method("gpu") == "auction"
+  assert matching.default_method("gpu") == "jv"
   rows, cols = matching.linear_sum_assignment(np.eye(3)[::-1] * -1.0)
   np.testing.assert_array_equal(cols, [2, 1, 0])
 

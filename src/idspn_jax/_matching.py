@@ -214,3 +214,180 @@ def solve_auction(
   )
   state = jax.lax.while_loop(unfinished, step, state)
   return jnp.maximum(state.assigned_to, 0), state.done
+
+
+class JVState(NamedTuple):
+  """Loop state of the batched shortest augmenting path solver; [B, N] unless noted."""
+
+  u: jax.Array  # Row potentials.
+  v: jax.Array  # Column potentials; reduced costs cost - u - v stay >= 0 (dual feasibility).
+  row_of_col: jax.Array  # Row matched to each column, -1 when the column is free.
+  row_free: jax.Array  # Whether each row still has to be matched.
+  dist: jax.Array  # Shortest known reduced distance from the root to each column.
+  via_row: jax.Array  # The row whose scan gave each column its `dist` (its path predecessor).
+  scanned: jax.Array  # Columns whose distance is final in the current search.
+  in_tree: jax.Array  # Rows reached by the current search (their potentials move with it).
+  path_bits: jax.Array  # [B, N, W] uint32: the columns on the path to each reached row.
+  row: jax.Array  # [B] the row the next step scans.
+  root: jax.Array  # [B] the free row being matched; N when the problem is done.
+  step: jax.Array  # [] steps so far.
+
+
+_PROMISE = "promise_in_bounds"
+
+
+def _pick(x: jax.Array, index: jax.Array) -> jax.Array:
+  """x[b, index[b]] for x [B, N] and index [B] (indices known to be in range)."""
+  return jnp.take_along_axis(x, index[:, None], axis=1, mode=_PROMISE)[:, 0]
+
+
+def solve_jv(cost: jax.Array, *, max_steps: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Exact batched assignment by shortest augmenting paths, each problem at its own pace.
+
+  The Hungarian method in its shortest-path form (as in Jonker and Volgenant, 1987): rows are
+  matched one at a time by a Dijkstra search over reduced costs `cost - u - v` from the free
+  row, and the potentials u, v move with the search so that the reduced costs stay >= 0 and the
+  matched pairs stay at 0; the search ends at the first free column, and the path to it is
+  flipped. The start is the row-reduced matrix with each column given to the first row whose
+  minimum it is, which leaves about a third of the rows for the searches on random costs.
+
+  Batching: each step does one Dijkstra scan for every problem (gather the scanned row, update
+  the distances, pick the closest unscanned column, preferring a free one among ties). A
+  problem whose scan reaches a free column flips its path in the same step, using the columns
+  recorded for each reached row as bits (`path_bits`), and starts its next free row in the
+  next step. The loop runs until every problem is done, so the step count is the largest total
+  of scans over the batch (at most N * N; about 30 / 170 / 510 steps for 128 random matrices of
+  N = 10 / 32 / 64, against 120 / 480 / 1,000 for `solve_auction`).
+
+  Integer costs use integer arithmetic and are exact (keep the spread of the costs times N
+  under 2**29). Float costs give the optimum up to the rounding of the potentials.
+
+  Args:
+    cost: Cost matrices of shape [B, N, N], float or integer.
+    max_steps: Bound on the steps (default N * N + N, which finite costs never reach).
+
+  Returns:
+    cols: The column matched to each row, of shape [B, N].
+    converged: Whether each problem matched all its rows, of shape [B].
+
+  Costs that are not finite are not detected here (under `jit` they cannot be): the loop still
+  ends within `max_steps`, with an arbitrary assignment.
+
+  References:
+    Jonker and Volgenant, "A shortest augmenting path algorithm for dense and sparse linear
+    assignment problems", Computing 38 (1987).
+  """
+  b, n, _ = cost.shape
+  if max_steps is None:
+    max_steps = n * n + n
+  dtype = cost.dtype
+  if jnp.issubdtype(dtype, jnp.integer):
+    far = jnp.array(jnp.iinfo(dtype).max // 2, dtype)
+  else:
+    far = jnp.array(jnp.inf, dtype)
+  words = (n + 31) // 32
+  index = jnp.arange(n, dtype=INDEX_DTYPE)[None, :]  # [1, N], rows or columns
+  # Column j's bit in its word (j // 32) of path_bits, and the words spread over the columns.
+  column_bit = jnp.left_shift(jnp.uint32(1), jnp.arange(n, dtype=jnp.uint32) % 32)[None, :]
+  word_of = jnp.arange(words)[None, :]  # [1, W]
+  flat_rows = cost.reshape(b * n, n)  # [B * N, N]
+  first_row = jnp.arange(b, dtype=INDEX_DTYPE) * n  # [B]
+
+  # Start: u = row minima (v = 0), each column to the first row whose minimum it is.
+  u = jnp.min(cost, axis=-1)  # [B, N]
+  row_min_col = jnp.argmin(cost, axis=-1).astype(INDEX_DTYPE)  # [B, N]
+  claims = row_min_col[:, :, None] == index[:, None, :]  # [B, N rows, N columns]
+  first_claim = jnp.min(jnp.where(claims, index[:, :, None], n), axis=1)  # [B, N]
+  row_of_col = jnp.where(first_claim < n, first_claim, -1).astype(INDEX_DTYPE)
+  row_free = ~jnp.any(row_of_col[:, None, :] == index[:, :, None], axis=2)  # [B, N]
+  root = jnp.min(jnp.where(row_free, index, n), axis=1)  # [B]
+  start = jnp.minimum(root, n - 1)  # [B]
+  state = JVState(
+    u=u,
+    v=jnp.zeros((b, n), dtype),
+    row_of_col=row_of_col,
+    row_free=row_free,
+    dist=jnp.full((b, n), far, dtype),
+    via_row=jnp.zeros((b, n), INDEX_DTYPE),
+    scanned=jnp.zeros((b, n), bool),
+    in_tree=index == start[:, None],
+    path_bits=jnp.zeros((b, n, words), jnp.uint32),
+    row=start,
+    root=root,
+    step=jnp.zeros((), jnp.int32),
+  )
+
+  def step(s: JVState) -> JVState:
+    active = s.root < n  # [B]
+    # Scan `row`: reduced costs from it, and the shorter distances they give.
+    reduced = flat_rows.at[first_row + s.row].get(mode=_PROMISE)  # [B, N]
+    reduced = reduced - _pick(s.u, s.row)[:, None] - s.v
+    shorter = ~s.scanned & (reduced < s.dist)
+    dist = jnp.where(shorter, reduced, s.dist)
+    via_row = jnp.where(shorter, s.row[:, None], s.via_row)
+    # The closest unscanned column, a free one first among ties.
+    open_dist = jnp.where(s.scanned, far, dist)
+    delta = jnp.min(open_dist, axis=1)  # [B]
+    tie_key = jnp.where(s.row_of_col < 0, index, index + n)
+    col = jnp.min(jnp.where(open_dist == delta[:, None], tie_key, 2 * n), axis=1) % n  # [B]
+    # Move the potentials by delta: the reached rows up, the scanned columns down, so reduced
+    # costs inside the tree stay, and the open distances drop by delta.
+    shift = jnp.where(active, delta, 0)[:, None]  # [B, 1]
+    u = s.u + jnp.where(s.in_tree, shift, 0)
+    v = s.v - jnp.where(s.scanned, shift, 0)
+    dist = jnp.where(s.scanned, dist, dist - shift)
+    is_col = index == col[:, None]  # [B, N]
+    scanned = s.scanned | (is_col & active[:, None])
+    # The path to `col`: the path to the row that reached it, plus `col`.
+    owner = _pick(s.row_of_col, col)  # [B], -1: col is free
+    reached_by = _pick(via_row, col)  # [B]
+    bits = jnp.take_along_axis(s.path_bits, reached_by[:, None, None], axis=1, mode=_PROMISE)
+    col_word = jnp.where(
+      word_of == (col // 32)[:, None],
+      jnp.left_shift(jnp.uint32(1), (col % 32).astype(jnp.uint32))[:, None],
+      jnp.uint32(0),
+    )  # [B, W]
+    bits = bits[:, 0, :] | col_word  # [B, W]
+    grow = active & (owner >= 0)  # [B]: col's owner joins the tree and is scanned next
+    augment = active & (owner < 0)  # [B]: col is free, flip the path to it
+    joins = (index == owner[:, None]) & grow[:, None]  # [B, N]
+    path_bits = jnp.where(joins[:, :, None], bits[:, None, :], s.path_bits)
+    in_tree = s.in_tree | joins
+    row = jnp.where(grow, owner, s.row)
+    # Flip: every column on the path takes the row that reached it.
+    spread = jnp.concatenate(
+      [jnp.broadcast_to(bits[:, k : k + 1], (b, min(32, n - 32 * k))) for k in range(words)],
+      axis=1,
+    )  # [B, N], each column's word
+    on_path = ((spread & column_bit) != 0) & augment[:, None]
+    row_of_col = jnp.where(on_path, via_row, s.row_of_col)
+    # The next free row starts a fresh search.
+    row_free = s.row_free & ~((index == s.root[:, None]) & augment[:, None])
+    next_root = jnp.min(jnp.where(row_free, index, n), axis=1)  # [B]
+    next_start = jnp.minimum(next_root, n - 1)
+    root = jnp.where(augment, next_root, s.root)
+    row = jnp.where(augment, next_start, row)
+    reset = augment[:, None]
+    return JVState(
+      u=u,
+      v=v,
+      row_of_col=row_of_col,
+      row_free=row_free,
+      dist=jnp.where(reset, far, dist),
+      via_row=via_row,
+      scanned=scanned & ~reset,
+      in_tree=jnp.where(reset, index == next_start[:, None], in_tree),
+      path_bits=jnp.where(reset[:, :, None], jnp.uint32(0), path_bits),
+      row=row,
+      root=root,
+      step=s.step + 1,
+    )
+
+  def unfinished(s: JVState) -> jax.Array:
+    return jnp.any(s.root < n) & (s.step < max_steps)
+
+  state = jax.lax.while_loop(unfinished, step, state)
+  batch = jnp.arange(b)[:, None]  # [B, 1]
+  matched = jnp.maximum(state.row_of_col, 0)  # [B, N]
+  cols = jnp.zeros((b, n), INDEX_DTYPE).at[batch, matched].set(jnp.broadcast_to(index, (b, n)))
+  return cols, state.root >= n
