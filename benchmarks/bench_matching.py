@@ -3,7 +3,7 @@
 Run: `.venv/bin/python -m benchmarks.bench_matching [--quick]` from the repository root. It
 prints a markdown table; `run(quick)` returns the figures as a dict.
 
-For a batch of 128 random float32 cost matrices at N = 10, 32, 64 it times (medians over
+For a batch of 128 random float32 cost matrices at N = 10, 16, 24, 32, 64 it times (medians over
 repeats, all in one run, so the ratios compare like with like):
 - "scipy host loop": `scipy.optimize.linear_sum_assignment` per matrix on numpy arrays (the
   reference's way);
@@ -25,7 +25,7 @@ import scipy.optimize
 from idspn_jax import _losses, losses, matching
 
 BATCH = 128
-SIZES = (10, 32, 64)
+SIZES = (10, 16, 24, 32, 64)
 FEATURES = 8
 METHODS = ("scipy", "hungarian", "auction", "jv")
 # Methods also timed inside a jitted training step.

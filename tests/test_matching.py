@@ -193,7 +193,10 @@ def test_no_gradient_through_matching():
 
 def test_auto_method():
   assert matching.default_method("cpu") == "scipy"
+  assert matching.default_method("cpu", n=10) == "jv"
+  assert matching.default_method("cpu", n=matching.CPU_JV_MAX_N + 1) == "scipy"
   assert matching.default_method("gpu") == "jv"
+  assert matching.default_method("tpu", n=64) == "jv"
   rows, cols = matching.linear_sum_assignment(np.eye(3)[::-1] * -1.0)
   np.testing.assert_array_equal(cols, [2, 1, 0])
 

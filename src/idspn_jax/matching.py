@@ -10,8 +10,9 @@
 - "jv": batched shortest augmenting paths (`idspn_jax._matching.solve_jv`, the Hungarian
   method in Jonker-Volgenant form, each problem at its own pace): exact (up to float rounding
   of its potentials), no host round trip, and 2-4x fewer sequential steps than the auction.
-- "auto": "scipy" on CPU, where it is fastest (`benchmarks/bench_matching.py`), and
-  "jv" on accelerators, where a host round trip would stall the device.
+- "auto": on CPU "jv" for N <= 24 and "scipy" above, whichever is faster inside a jitted
+  training step (`benchmarks/bench_matching.py`); "jv" on accelerators, where a host round
+  trip would stall the device.
 
 The matching is not differentiable: the costs pass through `stop_gradient`.
 
@@ -32,13 +33,25 @@ from idspn_jax import _matching
 
 METHODS = ("auto", "hungarian", "scipy", "auction", "jv")
 
-__all__ = ["METHODS", "check_cost", "default_method", "linear_sum_assignment"]
+__all__ = ["CPU_JV_MAX_N", "METHODS", "check_cost", "default_method", "linear_sum_assignment"]
 
 
-def default_method(backend: str | None = None) -> str:
-  """The method "auto" picks on `backend` (default: JAX's default backend)."""
+# On CPU, "jv" inside a jitted step beats scipy's host callback up to this N.
+CPU_JV_MAX_N = 24
+
+
+def default_method(backend: str | None = None, n: int | None = None) -> str:
+  """The method "auto" picks for N x N matrices on `backend` (default: JAX's default backend).
+
+  On accelerators "jv" (no host round trip). On CPU, "jv" for N <= 24 and scipy's host
+  callback above: in a jitted training step of batch 128 (`benchmarks/bench_matching.py`),
+  the callback's fixed cost outweighs jv's sequential steps up to N = 24; at N = 32 the two
+  tie and at N = 64 scipy's compiled loop is ahead. Without `n`, the CPU choice is "scipy".
+  """
   backend = jax.default_backend() if backend is None else backend
-  return "scipy" if backend == "cpu" else "jv"
+  if backend != "cpu":
+    return "jv"
+  return "jv" if n is not None and n <= CPU_JV_MAX_N else "scipy"
 
 
 def check_cost(cost: jax.typing.ArrayLike) -> jax.Array:
@@ -88,7 +101,7 @@ def linear_sum_assignment(
     raise ValueError(f"method must be one of {METHODS}; got {method!r}")
   cost = jax.lax.stop_gradient(check_cost(cost))
   if method == "auto":
-    method = default_method()
+    method = default_method(n=cost.shape[-1])
   *batch_shape, n, _ = cost.shape
   flat = cost.reshape(-1, n, n)  # [B, N, N]
   if flat.shape[0] == 0 or n == 0:
