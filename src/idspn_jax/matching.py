@@ -19,10 +19,9 @@ The matching is not differentiable: the costs pass through `stop_gradient`.
 Non-finite costs: when the costs are concrete (outside `jit`) they are checked and a
 `ValueError` is raised. Under `jit` no check is possible without `checkify`; scipy then returns
 the identity matching for that matrix (so the NaN reaches the loss), optax's Hungarian returns
-an arbitrary assignment, and the auction and "jv" stop at their step bounds with an arbitrary
-one. Check
-traced costs yourself with `jax.experimental.checkify.check(jnp.all(jnp.isfinite(cost)), ...)`
-under `checkify.checkify`.
+an arbitrary assignment, and the auction and "jv" end within their step bounds with an
+arbitrary one. Check traced costs yourself with
+`jax.experimental.checkify.check(jnp.all(jnp.isfinite(cost)), ...)` under `checkify.checkify`.
 """
 
 import jax
