@@ -108,16 +108,20 @@ def test_float32_auction_and_jv_within_tolerance(solve):
   np.testing.assert_allclose(got, best, rtol=1e-6)
 
 
-def test_jv_distance_costs_steps_and_nan():
-  # Squared distances of point sets (the losses' costs), float32, in their own shapes.
-  rng = np.random.default_rng(13)
+def check_distance_costs(solver, rng, rtol):
+  """Squared distances of point sets (the losses' costs), float32, in their own shapes."""
   for n in (10, 32):
     x, y = rng.normal(size=(2, 64, n, 8)).astype(np.float32)
     cost = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)  # [64, n, n]
-    cols, converged = jax.jit(_matching.solve_jv)(cost)
+    cols, converged = jax.jit(solver)(cost)
     assert np.all(np.asarray(converged))
     best = scipy_totals(cost.astype(np.float64))
-    np.testing.assert_allclose(totals(cost.astype(np.float64), cols), best, rtol=1e-6)
+    np.testing.assert_allclose(totals(cost.astype(np.float64), cols), best, rtol=rtol)
+
+
+def test_jv_distance_costs_steps_and_nan():
+  rng = np.random.default_rng(13)
+  check_distance_costs(_matching.solve_jv, rng, rtol=1e-6)
   # Too few steps: the problems that need more report converged = False.
   cost = rng.random((4, 6, 6)).astype(np.float32)
   _, converged = _matching.solve_jv(jnp.asarray(cost), max_steps=0)
@@ -135,15 +139,8 @@ def test_jv_distance_costs_steps_and_nan():
 
 
 def test_auction_distance_costs_and_convergence():
-  # Squared distances of point sets (the losses' costs), float32, in their own shapes.
   rng = np.random.default_rng(12)
-  for n in (10, 32):
-    x, y = rng.normal(size=(2, 64, n, 8)).astype(np.float32)
-    cost = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)  # [64, n, n]
-    cols, converged = jax.jit(_matching.solve_auction)(cost)
-    assert np.all(np.asarray(converged))
-    best = scipy_totals(cost.astype(np.float64))
-    np.testing.assert_allclose(totals(cost.astype(np.float64), cols), best, rtol=1e-5)
+  check_distance_costs(_matching.solve_auction, rng, rtol=1e-5)
   # A NaN cost never finishes: that problem reports converged = False, the others finish.
   cost = rng.random((3, 4, 4)).astype(np.float32)
   cost[1, 2, 3] = np.nan
