@@ -98,7 +98,7 @@ def run(quick: bool = False) -> dict:
   return {
     "backend": jax.default_backend(),
     "batch": BATCH,
-    "auto": matching.default_method(),
+    "auto": {str(n): matching.default_method(n=n) for n in SIZES},
     "rows": rows,
   }
 
@@ -106,7 +106,9 @@ def run(quick: bool = False) -> dict:
 def markdown(result: dict) -> str:
   lines = [
     f"Backend {result['backend']}, batch {result['batch']}, float32; median ms (ratio to the "
-    f"scipy host loop); 'auto' = {result['auto']}.",
+    f"scipy host loop); 'auto' picks "
+    + ", ".join(f"{m} at N = {n}" for n, m in result["auto"].items())
+    + ".",
     "",
     "| N | scipy host loop | scipy callback | optax hungarian | auction | jv "
     + "".join(f"| step ({m}) | matching share " for m in STEP_METHODS)
