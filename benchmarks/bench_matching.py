@@ -9,6 +9,8 @@ repeats, all in one run, so the ratios compare like with like):
   reference's way);
 - each method of `idspn_jax.matching.linear_sum_assignment`, jitted (optax's Hungarian is
   timed once at N = 64: it takes seconds);
+- jv's sequential steps (the batch's largest count of Dijkstra scans), its time per step, and
+  scipy's time per matrix;
 - a jitted training step, value and gradient of the mean `hungarian_loss` of sets [128, N, 8]
   with scipy, the auction and jv, against the same step with the matching given as an input:
   the matching's share of the step is 1 - (step without matching) / (step).
@@ -22,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from idspn_jax import _losses, losses, matching
+from idspn_jax import _losses, _matching, losses, matching
 
 BATCH = 128
 SIZES = (10, 16, 24, 32, 64)
@@ -89,6 +91,10 @@ def run(quick: bool = False) -> dict:
       seconds = _median_seconds(lambda s=solve, c=cost: s(c).block_until_ready(), reps)
       row[f"{method}_s"] = seconds
       row[f"{method}_vs_scipy_host"] = seconds / row["scipy_host_loop_s"]
+    # jv's sequential steps (the batch's largest count of Dijkstra scans) and time per step.
+    row["jv_steps"] = int(_matching.solve_jv(jnp.asarray(cost))[2])
+    row["jv_us_per_step"] = 1e6 * row["jv_s"] / max(row["jv_steps"], 1)
+    row["scipy_us_per_matrix"] = 1e6 * row["scipy_host_loop_s"] / BATCH
     for method in STEP_METHODS:
       full, base = _step_times(n, method, repeats)
       row[f"step_{method}_s"] = full
@@ -111,14 +117,16 @@ def markdown(result: dict) -> str:
     + ".",
     "",
     "| N | scipy host loop | scipy callback | optax hungarian | auction | jv "
+    "| jv steps | us per jv step | scipy us per matrix "
     + "".join(f"| step ({m}) | matching share " for m in STEP_METHODS)
     + "|",
-    "|---|" + "---|" * (1 + len(METHODS) + 2 * len(STEP_METHODS)),
+    "|---|" + "---|" * (4 + len(METHODS) + 2 * len(STEP_METHODS)),
   ]
   for r in result["rows"]:
     cells = [str(r["n"]), f"{1e3 * r['scipy_host_loop_s']:.2f}"]
     for m in METHODS:
       cells.append(f"{1e3 * r[f'{m}_s']:.2f} ({r[f'{m}_vs_scipy_host']:.1f}x)")
+    cells += [str(r["jv_steps"]), f"{r['jv_us_per_step']:.0f}", f"{r['scipy_us_per_matrix']:.0f}"]
     for m in STEP_METHODS:
       cells.append(f"{1e3 * r[f'step_{m}_s']:.2f}")
       cells.append(f"{100 * r[f'step_{m}_matching_share']:.0f}%")

@@ -113,7 +113,7 @@ def check_distance_costs(solver, rng, rtol):
   for n in (10, 32):
     x, y = rng.normal(size=(2, 64, n, 8)).astype(np.float32)
     cost = ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1)  # [64, n, n]
-    cols, converged = jax.jit(solver)(cost)
+    cols, converged = jax.jit(solver)(cost)[:2]
     assert np.all(np.asarray(converged))
     best = scipy_totals(cost.astype(np.float64))
     np.testing.assert_allclose(totals(cost.astype(np.float64), cols), best, rtol=rtol)
@@ -124,13 +124,13 @@ def test_jv_distance_costs_steps_and_nan():
   check_distance_costs(_matching.solve_jv, rng, rtol=1e-6)
   # Too few steps: the problems that need more report converged = False.
   cost = rng.random((4, 6, 6)).astype(np.float32)
-  _, converged = _matching.solve_jv(jnp.asarray(cost), max_steps=0)
-  assert not np.all(np.asarray(converged))
-  _, converged = _matching.solve_jv(jnp.asarray(cost))
-  assert np.all(np.asarray(converged))
+  _, converged, steps = _matching.solve_jv(jnp.asarray(cost), max_steps=0)
+  assert not np.all(np.asarray(converged)) and int(steps) == 0
+  _, converged, steps = _matching.solve_jv(jnp.asarray(cost))
+  assert np.all(np.asarray(converged)) and 0 < int(steps) <= 6 * 6 + 6
   # A NaN cost ends the loop too (within its bound), the other problems stay exact.
   cost[1, 2, 3] = np.nan
-  cols, _ = jax.jit(_matching.solve_jv)(jnp.asarray(cost))
+  cols, _, _ = jax.jit(_matching.solve_jv)(jnp.asarray(cost))
   keep = [0, 2, 3]
   np.testing.assert_allclose(
     totals(cost[keep], np.asarray(cols)[keep]), scipy_totals(cost[keep].astype(np.float64)),

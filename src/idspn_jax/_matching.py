@@ -241,7 +241,9 @@ def _pick(x: jax.Array, index: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, index[:, None], axis=1, mode=_PROMISE)[:, 0]
 
 
-def solve_jv(cost: jax.Array, *, max_steps: int | None = None) -> tuple[jax.Array, jax.Array]:
+def solve_jv(
+  cost: jax.Array, *, max_steps: int | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Exact batched assignment by shortest augmenting paths, each problem at its own pace.
 
   The Hungarian method in its shortest-path form (as in Jonker and Volgenant, 1987): rows are
@@ -270,6 +272,7 @@ def solve_jv(cost: jax.Array, *, max_steps: int | None = None) -> tuple[jax.Arra
   Returns:
     cols: The column matched to each row, of shape [B, N].
     converged: Whether each problem matched all its rows, of shape [B].
+    steps: The loop's steps, a scalar (the benchmark reports it).
 
   Costs that are not finite are not detected here (under `jit` they cannot be): the loop still
   ends within `max_steps`, with an arbitrary assignment.
@@ -395,4 +398,4 @@ def solve_jv(cost: jax.Array, *, max_steps: int | None = None) -> tuple[jax.Arra
   batch = jnp.arange(b)[:, None]  # [B, 1]
   matched = jnp.maximum(state.row_of_col, 0)  # [B, N]
   cols = jnp.zeros((b, n), INDEX_DTYPE).at[batch, matched].set(jnp.broadcast_to(index, (b, n)))
-  return cols, state.root >= n
+  return cols, state.root >= n, state.step

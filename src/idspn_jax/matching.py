@@ -110,7 +110,7 @@ def linear_sum_assignment(
   elif method == "scipy":
     cols = _matching.solve_scipy(flat)
   elif method == "jv":
-    cols, _ = _matching.solve_jv(flat)
+    cols, _, _ = _matching.solve_jv(flat)
   else:
     cols, _ = _matching.solve_auction(flat)
   cols = cols.reshape(*batch_shape, n)  # [..., N]
