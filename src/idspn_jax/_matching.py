@@ -259,8 +259,8 @@ def solve_jv(
   problem whose scan reaches a free column flips its path in the same step, using the columns
   recorded for each reached row as bits (`path_bits`), and starts its next free row in the
   next step. The loop runs until every problem is done, so the step count is the largest total
-  of scans over the batch (at most N * N; about 25 / 140 / 330 steps for 128 random matrices of
-  N = 10 / 32 / 64, against 120 / 480 / 1,000 for `solve_auction`).
+  of scans over the batch (at most N * N; 23 / 128 / 387 steps for the benchmark's 128 random
+  matrices of N = 10 / 32 / 64, against 120 / 476 / 1,007 for `solve_auction`).
 
   Integer costs use integer arithmetic and are exact (keep the spread of the costs times N
   under 2**29). Float costs give the optimum up to the rounding of the potentials.

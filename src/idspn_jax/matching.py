@@ -9,7 +9,7 @@
   the spread at N = 64 in float32), no host round trip.
 - "jv": batched shortest augmenting paths (`idspn_jax._matching.solve_jv`, the Hungarian
   method in Jonker-Volgenant form, each problem at its own pace): exact (up to float rounding
-  of its potentials), no host round trip, and 2-4x fewer sequential steps than the auction.
+  of its potentials), no host round trip, and 2.5-5x fewer sequential steps than the auction.
 - "auto": on CPU "jv" for N <= 24 and "scipy" above, whichever is faster inside a jitted
   training step (`benchmarks/bench_matching.py`); "jv" on accelerators, where a host round
   trip would stall the device.
