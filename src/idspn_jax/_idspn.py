@@ -215,4 +215,3 @@ class IDSPN(nn.Module):
     apply_fn = lambda params, y: encoder.apply({"params": params}, y)
     energy = functools.partial(squared_error_energy, apply_fn=apply_fn)
     return jax.vmap(energy, in_axes=(0, None, 0))(target, g_params, z.astype(target.dtype))
-

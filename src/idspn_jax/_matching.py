@@ -305,7 +305,7 @@ def solve_jv(
   claims = col_min_row[:, None, :] == index[:, :, None]  # [B, N rows, N columns]
   last_claim = jnp.max(jnp.where(claims, index[:, None, :], -1), axis=2)  # [B, N rows]
   row_free = last_claim < 0  # [B, N]
-  won = (last_claim[:, :, None] == index[:, None, :]) & claims  # [B, N rows, N columns]
+  won = last_claim[:, :, None] == index[:, None, :]  # [B, N rows, N columns]
   row_of_col = jnp.max(jnp.where(won, index[:, :, None], -1), axis=1).astype(INDEX_DTYPE)
   u = jnp.min(cost - v[:, None, :], axis=-1)  # [B, N]
   root = jnp.min(jnp.where(row_free, index, n), axis=1)  # [B]
