@@ -354,11 +354,12 @@ def _shade(camera: _Camera, objects: list[dict], *, light: np.ndarray, key: floa
       view = d[idx]
       refl = view - 2 * (view * n).sum(axis=1, keepdims=True) * n  # [Q, 3]
       spec = np.clip(refl @ light, 0, None)[:, None] ** 20  # A broad, white highlight.
-      # A mirror of a bright sky over a dark horizon: a white sheen that changes sharply with
-      # the surface orientation, so that flat cube and cylinder faces look metallic too.
+      # A mirror of a bright sky over a dark horizon, tinted by the metal's colour as metals
+      # reflect: a coloured sheen that changes sharply with the surface orientation, so that
+      # flat cube and cylinder faces look metallic too, and the colour stays readable.
       env = np.clip((refl[:, 2:3] - 0.05) / 0.5, 0, 1) ** 2
-      color[idx] = (albedo * (0.25 * ambient + 0.35 * key * lambert + 0.45 * env)
-                    + 0.3 * env + 0.8 * key * spec)
+      color[idx] = (albedo * (0.6 * ambient + 0.5 * key * lambert + 0.8 * env)
+                    + 0.05 * env + 0.8 * key * spec)
   return color.reshape(w, w, 3), ids.reshape(w, w)
 
 
@@ -391,7 +392,7 @@ def _scenes_path(root: str, split: str) -> str:
 
 def _expected_info(split: str, count: int, seed: int, opts: RenderOptions) -> dict:
   return {
-    "generator": GENERATOR_NAME, "split": split, "version": "1.0", "num_images": count,
+    "generator": GENERATOR_NAME, "split": split, "version": "1.1", "num_images": count,
     "seed": seed, "options": dataclasses.asdict(opts),
   }
 
