@@ -14,8 +14,9 @@ Rendering is exact ray casting, not Blender: for every pixel a ray from a pinhol
 intersected with each sphere, oriented box and capped cylinder (restricted to the object's
 screen rectangle), and the nearest hit wins (a per-pixel depth test, which gives occlusion by
 depth exactly where a painter's algorithm would only sort whole objects). Surfaces are shaded with
-one jittered key light plus ambient: rubber is Lambertian (matte), metal has a darker diffuse
-term, a reflected sky gradient and a sharp white highlight. Objects cast soft blob shadows on the
+one jittered key light plus ambient: rubber is Lambertian (matte), metal has a weaker diffuse
+term, a reflected sky gradient tinted by its colour (as metals reflect) and a sharp white
+highlight. Objects cast soft blob shadows on the
 ground. Images are rendered square at the requested size directly, supersampled 2x2 and
 box-filtered for anti-aliasing. ``pixel_coords`` are ``[x, y, depth]`` in that image's pixels
 (x right, y down from the top-left corner) and camera-space depth, as CLEVR's are for its

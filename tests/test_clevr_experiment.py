@@ -218,6 +218,7 @@ def test_configs():
       size, "resnet18", 128)
     assert config.model.hidden == config.model.latent == 512
     assert config.model.clip_norm == 10 and config.model.steps == 40
+    assert config.model.learning_rate == 1.0 and config.model.momentum == 0.9
     assert config.train.inner_steps_schedule and config.data.source == "tfds"
     assert config.train.lr_drop_step == 90 * config.train.steps // 100
   with pytest.raises(ValueError, match="unknown variant"):

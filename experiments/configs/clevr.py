@@ -104,7 +104,9 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.data.cache = True
     config.data.num_threads = 2
     config.model.encoder = "small_cnn"
-    config.model.encoder_options.widths = (32, 64, 128, 128)
+    # Three stride-2 convolutions keep an 8x8 grid for the dense layer (at 4x4, several objects
+    # share a cell): AP_inf 8.2 against 6.9 at 2,000 steps (see the README).
+    config.model.encoder_options.widths = (32, 64, 128)
     # BatchNorm in the encoder, at no extra cost per step (the README's CLEVR runs use it).
     config.model.encoder_options.batch_norm = True
     config.model.latent_norm = True
@@ -115,6 +117,10 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.model.hidden = 256
     config.model.latent = 256
     config.model.steps = 20
+    # With 10-20 inner steps of lr 1.0 from the random start, the set barely moves until g has
+    # grown a large Jacobian; lr 10 lets it reach the objects early (on single-object scenes,
+    # AP_inf 38.0 against 7.7 at 1,000 steps; see the README).
+    config.model.learning_rate = 10.0
     config.train.batch_size = 32
     # About 28 minutes on 2 CPU cores: 10 inner steps for the first 4,000, then 20.
     config.train.steps = 8000
