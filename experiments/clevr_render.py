@@ -16,11 +16,10 @@ screen rectangle), and the nearest hit wins (a per-pixel depth test, which gives
 depth exactly where a painter's algorithm would only sort whole objects). Surfaces are shaded with
 one jittered key light plus ambient: rubber is Lambertian (matte), metal has a weaker diffuse
 term, a reflected sky gradient tinted by its colour (as metals reflect) and a sharp white
-highlight. Objects cast soft blob shadows on the
-ground. Images are rendered square at the requested size directly, supersampled 2x2 and
-box-filtered for anti-aliasing. ``pixel_coords`` are ``[x, y, depth]`` in that image's pixels
-(x right, y down from the top-left corner) and camera-space depth, as CLEVR's are for its
-320x240 renders.
+highlight. Objects cast soft blob shadows on the ground. Images are rendered square at the
+requested size directly, supersampled 2x2 and box-filtered for anti-aliasing.
+``pixel_coords`` are ``[x, y, depth]`` in that image's pixels (x right, y down from the
+top-left corner) and camera-space depth, as CLEVR's are for its 320x240 renders.
 
 The camera is CLEVR's position (7.36, -6.93, 4.96) jittered by up to 0.5 per axis, looking at
 a ground point near the origin. CLEVR's horizontal field of view is 49.1 degrees (Blender's

@@ -119,10 +119,10 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.model.steps = 20
     # With 10-20 inner steps of lr 1.0 from the random start, the set barely moves until g has
     # grown a large Jacobian; lr 10 lets it reach the objects early (on single-object scenes,
-    # AP_inf 38.0 against 7.7 at 1,000 steps; see the README).
+    # AP_inf 38.0 against 7.9 at 1,000 steps; see the README).
     config.model.learning_rate = 10.0
     config.train.batch_size = 32
-    # About 28 minutes on 2 CPU cores: 10 inner steps for the first 4,000, then 20.
+    # About 29 minutes on 2 CPU cores: 10 inner steps for the first 4,000, then 20.
     config.train.steps = 8000
     config.train.lr_drop_step = 7000
     config.train.eval_every = 1000
