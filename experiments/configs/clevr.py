@@ -122,9 +122,12 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     # AP_inf 38.0 against 7.9 at 1,000 steps; see the README).
     config.model.learning_rate = 10.0
     config.train.batch_size = 32
-    # About 29 minutes on 2 CPU cores: 10 inner steps for the first 4,000, then 20.
-    config.train.steps = 8000
-    config.train.lr_drop_step = 7000
+    # About 29 minutes on 2 CPU cores, 20 inner steps throughout: the poster's schedule (half
+    # the steps in the first half) learned colour later here (AP_inf 8.2 against 13.0 at
+    # 2,000 steps, see the README).
+    config.train.inner_steps_schedule = False
+    config.train.steps = 7500
+    config.train.lr_drop_step = 6500
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
     config.eval.batch_size = 100
