@@ -12,7 +12,7 @@ from idspn_jax import losses
 def test_numbering_loss_matches_reference(reference_dir):
   ref = np.load(reference_dir / "hungarian_loss_numbering.npz")
   n = ref["pred"].shape[1]
-  for method in ("scipy", "auction"):
+  for method in ("scipy", "auction", "jv_host"):
 
     def loss_fn(pred, method=method):
       return losses.hungarian_loss_numbering(ref["inputs"], pred, ref["target"], method=method)
@@ -30,7 +30,7 @@ def test_hungarian_loss_smooth_l1_by_hand():
   diff = np.abs(pred[:, None, :, :] - target[:, :, None, :])  # [B, N(target), N(pred), D]
   pdist = np.where(diff < 1, 0.5 * diff**2, diff - 0.5).mean(-1)  # [B, N, N]
   expected = [m[scipy.optimize.linear_sum_assignment(m)].mean() for m in pdist]
-  for method in ("scipy", "auction", "hungarian"):
+  for method in ("scipy", "auction", "hungarian", "jv_host"):
     got = losses.hungarian_loss(pred, target, method=method)
     np.testing.assert_allclose(got, expected, rtol=1e-10)
 

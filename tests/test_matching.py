@@ -1,6 +1,10 @@
 """Tests of idspn_jax.matching: every method against scipy and brute force, and bad inputs."""
 
 import itertools
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from idspn_jax import _matching, matching
+from idspn_jax import _jv_host, _matching, matching
 
 # Every size n = 1..64 is tested, embedded into a few padded shapes so that each method compiles
 # only those shapes (XLA:CPU takes seconds per shape): n <= 8 in 8 x 8, larger ones in 64 x 64.
@@ -50,7 +54,7 @@ def solve():
   """Jitted solvers, one per method (compiled once per shape and dtype)."""
   return {
     m: jax.jit(lambda c, m=m: matching.linear_sum_assignment(c, method=m)[1])
-    for m in ("scipy", "hungarian", "auction", "jv")
+    for m in ("scipy", "hungarian", "auction", "jv", "jv_host")
   }
 
 
@@ -65,6 +69,8 @@ def test_float_totals_match_scipy(solve, sizes, size):
   np.testing.assert_allclose(auction, best, rtol=1e-5)
   # Shortest augmenting paths: the optimum up to float32 rounding of the potentials.
   np.testing.assert_allclose(totals(cost, solve["jv"](cost)), best, rtol=1e-6)
+  # The compiled host loop works in float64: scipy's optimum to rounding.
+  np.testing.assert_allclose(totals(cost, solve["jv_host"](cost)), best, rtol=1e-12)
   if size == 8:  # optax's Hungarian is slow to run on big batches.
     np.testing.assert_allclose(totals(cost, solve["hungarian"](cost)), best, rtol=1e-9)
 
@@ -74,15 +80,15 @@ def test_integer_ties_exact(solve, sizes, size):
   rng = np.random.default_rng(100 + size)
   # Few distinct values: many ties and many optimal assignments.
   cost, best = embedded_batch(sizes, size, lambda b, n: rng.integers(0, 4, (b, n, n)), pad=8)
-  for method in ("auction", "jv"):
+  for method in ("auction", "jv", "jv_host"):
     np.testing.assert_array_equal(totals(cost, solve[method](cost)), best)
   draw = lambda b, n: rng.integers(-1000, 1000, (b, n, n))
   wide, wide_best = embedded_batch(sizes, size, draw, pad=4000)
-  for method in ("auction", "jv"):
+  for method in ("auction", "jv", "jv_host"):
     np.testing.assert_array_equal(totals(wide, solve[method](wide)), wide_best)
   # Integer values stored as floats: within the float tolerance, so exact after rounding.
   as_float = cost.astype(np.float64)
-  for method in ("auction", "jv"):
+  for method in ("auction", "jv", "jv_host"):
     np.testing.assert_array_equal(np.round(totals(as_float, solve[method](as_float))), best)
   if size == 8:
     np.testing.assert_array_equal(totals(cost, solve["hungarian"](cost)), best)
@@ -94,7 +100,7 @@ def test_unpadded_shapes(solve):
   for n in (1, 5):
     cost = rng.random((50, n, n))
     ints = rng.integers(0, 3, (50, n, n))
-    for method in ("auction", "jv"):
+    for method in ("auction", "jv", "jv_host"):
       np.testing.assert_allclose(totals(cost, solve[method](cost)), scipy_totals(cost))
       np.testing.assert_array_equal(totals(ints, solve[method](ints)), scipy_totals(ints))
 
@@ -106,6 +112,8 @@ def test_float32_auction_and_jv_within_tolerance(solve):
   np.testing.assert_allclose(got, best, rtol=1e-4)
   got = totals(cost.astype(np.float64), solve["jv"](cost))
   np.testing.assert_allclose(got, best, rtol=1e-6)
+  got = totals(cost.astype(np.float64), solve["jv_host"](cost))
+  np.testing.assert_allclose(got, best, rtol=1e-12)
 
 
 def check_distance_costs(solver, rng, rtol):
@@ -138,6 +146,70 @@ def test_jv_distance_costs_steps_and_nan():
   )
 
 
+def test_jv_host_threads_and_concurrent_callers(monkeypatch):
+  rng = np.random.default_rng(14)
+  cost = rng.random((37, 20, 20))  # An odd batch: uneven chunks over the threads.
+  single = _jv_host.solve(cost)  # Below THREADED_MIN_WORK: one thread.
+  np.testing.assert_allclose(totals(cost, single), scipy_totals(cost), rtol=1e-12)
+  monkeypatch.setattr(_jv_host, "THREADED_MIN_WORK", 0)
+  np.testing.assert_array_equal(_jv_host.solve(cost), single)
+  # Several callers at once (one callback per device) share the pool.
+  with ThreadPoolExecutor(4) as callers:
+    for got in callers.map(_jv_host.solve, [cost] * 8):
+      np.testing.assert_array_equal(got, single)
+
+
+def test_jv_host_dtypes_axes_and_bad_values():
+  rng = np.random.default_rng(15)
+  ints = rng.integers(0, 5, (2, 3, 6, 6))
+  best = scipy_totals(ints.reshape(6, 6, 6))
+  # Dtypes without a compiled kernel are read as float64; leading axes are kept.
+  for dtype in (np.int8, np.uint16, np.float16, np.int32, np.int64, np.float32):
+    got = _jv_host.solve(ints.astype(dtype))
+    assert got.shape == (2, 3, 6) and got.dtype == np.int32
+    np.testing.assert_array_equal(totals(ints.reshape(6, 6, 6), got.reshape(6, 6)), best)
+  with pytest.raises(ValueError, match=r"\[\.\.\., N, N\]"):
+    _jv_host.solve(np.zeros((3, 4)))
+  # Under jit a non-finite matrix gets the identity (the NaN reaches the loss); the others
+  # are solved. Costs near the float64 limit overflow the potentials: the search stops, no hang.
+  cost = rng.random((5, 4, 4))
+  cost[1, 2, 3] = np.nan
+  cost[2, 0, 0] = np.inf
+  cost[3] = np.where(rng.random((4, 4)) < 0.5, -1.7e308, 1.7e308)
+  cols = np.asarray(jax.jit(lambda c: matching.linear_sum_assignment(c, method="jv_host")[1])(cost))
+  np.testing.assert_array_equal(cols[1:3], np.tile(np.arange(4), (2, 1)))
+  assert sorted(cols[3]) == [0, 1, 2, 3]
+  finite = [0, 4]
+  np.testing.assert_allclose(totals(cost[finite], cols[finite]), scipy_totals(cost[finite]))
+
+
+_SHARDED_SCRIPT = """
+import jax
+import numpy as np
+import scipy.optimize
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from idspn_jax import matching
+assert jax.device_count() == 4, jax.devices()
+mesh = Mesh(np.array(jax.devices()), ("batch",))
+cost = np.random.default_rng(0).random((8, 20, 20)).astype(np.float32)
+sharded = jax.device_put(cost, NamedSharding(mesh, PartitionSpec("batch")))
+best = [m[scipy.optimize.linear_sum_assignment(m)].astype(np.float64).sum() for m in cost]
+for method in ("jv_host", "jv"):
+  cols = jax.jit(lambda c, m=method: matching.linear_sum_assignment(c, method=m)[1])(sharded)
+  got = np.take_along_axis(cost, np.asarray(cols)[..., None], -1).astype(np.float64).sum((-1, -2))
+  np.testing.assert_allclose(got, best, rtol=1e-6)
+print("SHARDED OK")
+"""
+
+
+def test_methods_on_a_batch_sharded_over_four_devices():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "SHARDED OK" in out.stdout
+
+
 def test_auction_distance_costs_and_convergence():
   rng = np.random.default_rng(12)
   check_distance_costs(_matching.solve_auction, rng, rtol=1e-5)
@@ -158,7 +230,7 @@ def test_brute_force_small(solve):
     padded = np.full((8, 8, 8), 20.0)
     padded[:, n:, n:] = 0
     padded[:, :n, :n] = cost
-    for method in ("scipy", "hungarian", "auction", "jv"):
+    for method in ("scipy", "hungarian", "auction", "jv", "jv_host"):
       np.testing.assert_allclose(totals(padded, solve[method](padded)), brute, atol=1e-9)
     np.testing.assert_allclose(totals(cost, solve["scipy"](cost)), brute, atol=1e-9)
 
@@ -176,7 +248,7 @@ def test_batch_axes_vmap_and_rows():
 
 def test_no_gradient_through_matching():
   cost = jnp.asarray(np.random.default_rng(6).random((2, 4, 4)))
-  for method in ("scipy", "auction", "jv", "auto"):
+  for method in ("scipy", "auction", "jv", "jv_host", "auto"):
 
     def total(c, method=method):
       _, cols = matching.linear_sum_assignment(c, method=method)
@@ -189,9 +261,9 @@ def test_no_gradient_through_matching():
 
 
 def test_auto_method():
-  assert matching.default_method("cpu") == "scipy"
+  assert matching.default_method("cpu") == "jv_host"
   assert matching.default_method("cpu", n=10) == "jv"
-  assert matching.default_method("cpu", n=matching.CPU_JV_MAX_N + 1) == "scipy"
+  assert matching.default_method("cpu", n=matching.CPU_JV_MAX_N + 1) == "jv_host"
   assert matching.default_method("gpu") == "jv"
   assert matching.default_method("tpu", n=64) == "jv"
   rows, cols = matching.linear_sum_assignment(np.eye(3)[::-1] * -1.0)

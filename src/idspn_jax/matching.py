@@ -10,17 +10,21 @@
 - "jv": batched shortest augmenting paths (`idspn_jax._matching.solve_jv`, the Hungarian
   method in Jonker-Volgenant form, each problem at its own pace): exact (up to float rounding
   of its potentials), no host round trip, and 2.5-5x fewer sequential steps than the auction.
-- "auto": on CPU "jv" for N <= 24 and "scipy" above, whichever is faster inside a jitted
-  training step (`benchmarks/bench_matching.py`); "jv" on accelerators, where a host round
-  trip would stall the device.
+- "jv_host": the same method compiled for the CPU by numba (`idspn_jax._jv_host`), a loop per
+  matrix over the host's threads, called through `jax.pure_callback`: exact in float64, and on
+  CPU 2-6x faster than scipy's host loop; a round trip on accelerators.
+- "auto": on CPU "jv" for N <= 12 and "jv_host" above, whichever is faster inside a jitted
+  training step (`benchmarks/bench_matching.py`: the callback's fixed cost outweighs the XLA
+  loop's steps only for small sets); "jv" on accelerators, where a host round trip would
+  stall the device.
 
 The matching is not differentiable: the costs pass through `stop_gradient`.
 
 Non-finite costs: when the costs are concrete (outside `jit`) they are checked and a
-`ValueError` is raised. Under `jit` no check is possible without `checkify`; scipy then returns
-the identity matching for that matrix (so the NaN reaches the loss), optax's Hungarian returns
-an arbitrary assignment, and the auction and "jv" end within their step bounds with an
-arbitrary one. Check traced costs yourself with
+`ValueError` is raised. Under `jit` no check is possible without `checkify`; scipy and
+"jv_host" then return the identity matching for that matrix (so the NaN reaches the loss),
+optax's Hungarian returns an arbitrary assignment, and the auction and "jv" end within their
+step bounds with an arbitrary one. Check traced costs yourself with
 `jax.experimental.checkify.check(jnp.all(jnp.isfinite(cost)), ...)` under `checkify.checkify`.
 """
 
@@ -30,27 +34,27 @@ import numpy as np
 
 from idspn_jax import _matching
 
-METHODS = ("auto", "hungarian", "scipy", "auction", "jv")
+METHODS = ("auto", "hungarian", "scipy", "auction", "jv", "jv_host")
 
 __all__ = ["CPU_JV_MAX_N", "METHODS", "check_cost", "default_method", "linear_sum_assignment"]
 
 
-# On CPU, "jv" inside a jitted step beats scipy's host callback up to this N.
-CPU_JV_MAX_N = 24
+# On CPU, "jv" inside a jitted step beats the "jv_host" callback up to this N.
+CPU_JV_MAX_N = 12
 
 
 def default_method(backend: str | None = None, n: int | None = None) -> str:
   """The method "auto" picks for N x N matrices on `backend` (default: JAX's default backend).
 
-  On accelerators "jv" (no host round trip). On CPU, "jv" for N <= 24 and scipy's host
-  callback above: in a jitted training step of batch 128 (`benchmarks/bench_matching.py`),
-  the callback's fixed cost outweighs jv's sequential steps up to N = 24; at N = 32 the two
-  tie and at N = 64 scipy's compiled loop is ahead. Without `n`, the CPU choice is "scipy".
+  On accelerators "jv" (no host round trip). On CPU, "jv" for N <= 12 and "jv_host" above:
+  in jitted training steps of batch 32 and 128 (`benchmarks/bench_matching.py`), the host
+  callback's fixed cost outweighs jv's sequential steps at N = 10 and 12, and the compiled
+  host loop is ahead from N = 16. Without `n`, the CPU choice is "jv_host".
   """
   backend = jax.default_backend() if backend is None else backend
   if backend != "cpu":
     return "jv"
-  return "jv" if n is not None and n <= CPU_JV_MAX_N else "scipy"
+  return "jv" if n is not None and n <= CPU_JV_MAX_N else "jv_host"
 
 
 def check_cost(cost: jax.typing.ArrayLike) -> jax.Array:
@@ -86,7 +90,8 @@ def linear_sum_assignment(
   Args:
     cost: Cost matrices of shape [..., N, N]: cost[..., i, j] is the cost of matching row i
       with column j.
-    method: "auto", "hungarian", "scipy", "auction" or "jv" (see the module docstring).
+    method: "auto", "hungarian", "scipy", "auction", "jv" or "jv_host" (see the module
+      docstring).
 
   Returns:
     rows: `arange(N)` broadcast to shape [..., N] (int32).
@@ -111,6 +116,8 @@ def linear_sum_assignment(
     cols = _matching.solve_scipy(flat)
   elif method == "jv":
     cols, _, _ = _matching.solve_jv(flat)
+  elif method == "jv_host":
+    cols = _matching.solve_jv_host(flat)
   else:
     cols, _ = _matching.solve_auction(flat)
   cols = cols.reshape(*batch_shape, n)  # [..., N]
