@@ -2,8 +2,11 @@
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
+import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
@@ -157,6 +160,33 @@ def test_jv_host_threads_and_concurrent_callers(monkeypatch):
   with ThreadPoolExecutor(4) as callers:
     for got in callers.map(_jv_host.solve, [cost] * 8):
       np.testing.assert_array_equal(got, single)
+
+
+def test_jv_host_threads_in_a_forked_child(monkeypatch):
+  # A forked child inherits the pool object but not its threads: it must make its own.
+  monkeypatch.setattr(_jv_host, "THREADED_MIN_WORK", 0)
+  cost = np.random.default_rng(16).random((8, 12, 12))
+  expected = _jv_host.solve(cost)  # The parent's pool now exists.
+  read, write = os.pipe()
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # JAX warns that forking a multithreaded process may hang.
+    pid = os.fork()
+  if pid == 0:  # The child: solve on threads, report, and leave without pytest's cleanup.
+    try:
+      os.write(write, _jv_host.solve(cost).tobytes())
+    finally:
+      os._exit(0)
+  os.close(write)
+  deadline = time.monotonic() + 30
+  while os.waitpid(pid, os.WNOHANG) == (0, 0):
+    if time.monotonic() > deadline:
+      os.kill(pid, signal.SIGKILL)
+      os.waitpid(pid, 0)
+      pytest.fail("the forked child hung on the thread pool")
+    time.sleep(0.05)
+  with os.fdopen(read, "rb") as pipe:
+    got = np.frombuffer(pipe.read(), np.int32).reshape(expected.shape)
+  np.testing.assert_array_equal(got, expected)
 
 
 def test_jv_host_dtypes_axes_and_bad_values():

@@ -28,8 +28,7 @@ THREADED_MIN_WORK = 2**19
 _DTYPES = (np.float32, np.float64, np.int32, np.int64)
 
 
-@numba.njit(nogil=True, cache=True)
-def _solve_chunk(cost, out, start, stop):
+def _solve_chunk_py(cost, out, start, stop):
   """Solves matrices cost[start:stop] into out[start:stop]; cost [B, N, N], out [B, N]."""
   n = cost.shape[1]
   # Dual potentials: row_pot[i] + col_pot[j] <= cost[i, j], with equality on assigned pairs.
@@ -126,7 +125,14 @@ def _solve_chunk(cost, out, start, stop):
         out[k, owner[j]] = j
 
 
+try:  # Compiled code is cached next to this file or in the user's cache folder.
+  _solve_chunk = numba.njit(nogil=True, cache=True)(_solve_chunk_py)
+except RuntimeError:  # Neither is writable: compile once per process instead.
+  _solve_chunk = numba.njit(nogil=True)(_solve_chunk_py)
+
+# The pool and the process that made it: a forked child gets a pool without threads.
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
 _pool_lock = threading.Lock()
 
 
@@ -135,10 +141,11 @@ def _threads() -> int:
 
 
 def _get_pool() -> ThreadPoolExecutor:
-  global _pool
+  global _pool, _pool_pid
   with _pool_lock:
-    if _pool is None:
+    if _pool is None or _pool_pid != os.getpid():
       _pool = ThreadPoolExecutor(_threads() - 1, thread_name_prefix="idspn_jv_host")
+      _pool_pid = os.getpid()
     return _pool
 
 
