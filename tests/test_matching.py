@@ -154,6 +154,8 @@ def test_jv_host_threads_and_concurrent_callers(monkeypatch):
   cost = rng.random((37, 20, 20))  # An odd batch: uneven chunks over the threads.
   single = _jv_host.solve(cost)  # Below THREADED_MIN_WORK: one thread.
   np.testing.assert_allclose(totals(cost, single), scipy_totals(cost), rtol=1e-12)
+  # Three chunks whatever this machine's core count: two on the pool, one on the caller.
+  monkeypatch.setattr(_jv_host, "_threads", lambda: 3)
   monkeypatch.setattr(_jv_host, "THREADED_MIN_WORK", 0)
   np.testing.assert_array_equal(_jv_host.solve(cost), single)
   # Several callers at once (one callback per device) share the pool.
@@ -164,6 +166,7 @@ def test_jv_host_threads_and_concurrent_callers(monkeypatch):
 
 def test_jv_host_threads_in_a_forked_child(monkeypatch):
   # A forked child inherits the pool object but not its threads: it must make its own.
+  monkeypatch.setattr(_jv_host, "_threads", lambda: 2)
   monkeypatch.setattr(_jv_host, "THREADED_MIN_WORK", 0)
   cost = np.random.default_rng(16).random((8, 12, 12))
   expected = _jv_host.solve(cost)  # The parent's pool now exists.

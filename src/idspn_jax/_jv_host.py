@@ -7,7 +7,8 @@ problems of different lengths costs the sum of their own work, not B times the s
 sequential steps, and no loop iteration pays XLA's per-kernel overhead. Matrices are split
 into contiguous chunks solved on separate threads (the compiled loop releases the GIL).
 
-`solve(cost)` takes a numpy array [B, N, N] and returns the column of each row [B, N], int32.
+`solve(cost)` takes a numpy array [..., N, N] and returns the column of each row [..., N],
+int32.
 Costs are read as float64, so integer costs up to 2**53 are solved exactly. A matrix with a
 non-finite cost gets the identity assignment (the caller checks concrete inputs; under `jit`
 the NaN then reaches the loss, where training reports it).

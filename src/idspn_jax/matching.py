@@ -12,7 +12,8 @@
   of its potentials), no host round trip, and 2.5-5x fewer sequential steps than the auction.
 - "jv_host": the same method compiled for the CPU by numba (`idspn_jax._jv_host`), a loop per
   matrix over the host's threads, called through `jax.pure_callback`: exact in float64, and on
-  CPU 2-6x faster than scipy's host loop; a round trip on accelerators.
+  CPU 1.5-2.8x faster than scipy's host loop (`benchmarks/bench_matching.py`, batch 128,
+  N = 10-64); a round trip on accelerators.
 - "auto": on CPU "jv" for N <= 12 and "jv_host" above, whichever is faster inside a jitted
   training step (`benchmarks/bench_matching.py`: the callback's fixed cost outweighs the XLA
   loop's steps only for small sets); "jv" on accelerators, where a host round trip would
@@ -47,9 +48,10 @@ def default_method(backend: str | None = None, n: int | None = None) -> str:
   """The method "auto" picks for N x N matrices on `backend` (default: JAX's default backend).
 
   On accelerators "jv" (no host round trip). On CPU, "jv" for N <= 12 and "jv_host" above:
-  in jitted training steps of batch 32 and 128 (`benchmarks/bench_matching.py`), the host
-  callback's fixed cost outweighs jv's sequential steps at N = 10 and 12, and the compiled
-  host loop is ahead from N = 16. Without `n`, the CPU choice is "jv_host".
+  in a jitted training step of batch 128 (`benchmarks/bench_matching.py`), the host
+  callback's fixed cost outweighs jv's sequential steps at N = 10 and 12, the two tie at
+  N = 16, and the compiled host loop is ahead from N = 24. Without `n`, the CPU choice is
+  "jv_host".
   """
   backend = jax.default_backend() if backend is None else backend
   if backend != "cpu":
