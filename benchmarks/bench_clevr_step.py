@@ -1,6 +1,9 @@
 """Training-step time of the CLEVR model (`:paper128` / `:paper256` settings) on random images.
 
-  python -m benchmarks.bench_clevr_step [paper128|paper256|small] [inner_steps]
+  python -m benchmarks.bench_clevr_step [paper128|paper256|small] [inner_steps] [conv_impl]
+
+``conv_impl`` ("auto", "xla" or "patches") chooses how the image encoder's convolutions are
+computed (``experiments.image_encoders.Conv``).
 
 No data is read: the step is timed on a random batch of the configured shape, so this measures
 the model (ResNet18 or the small CNN, iDSPN decoder, Hungarian loss, Adam) alone.
@@ -20,8 +23,10 @@ from experiments import clevr, train
 from experiments.configs import clevr as clevr_config
 
 
-def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5) -> dict:
+def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
+        conv_impl: str = "auto") -> dict:
   config = clevr_config.get_config(variant)
+  config.model.encoder_options.conv_impl = conv_impl
   size, batch_size = config.data.image_size, config.train.batch_size
   rng = np.random.default_rng(0)
   batch = {
@@ -40,7 +45,8 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5) -> d
   compiled = step.lower(state, placed).compile()
   seconds = common.median_time(lambda: compiled(state, placed), repeats=repeats)
   return {
-    "variant": variant, "inner_steps": inner_steps, "batch": batch_size, "image_size": size,
+    "variant": variant, "inner_steps": inner_steps, "conv_impl": conv_impl,
+    "batch": batch_size, "image_size": size,
     "seconds_per_step": seconds, "images_per_second": batch_size / seconds,
     "device": jax.devices()[0].device_kind,
   }
@@ -48,4 +54,5 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5) -> d
 
 if __name__ == "__main__":
   args = sys.argv[1:]
-  print(json.dumps(run(args[0] if args else "paper128", int(args[1]) if len(args) > 1 else 40)))
+  print(json.dumps(run(args[0] if args else "paper128", int(args[1]) if len(args) > 1 else 40,
+                       conv_impl=args[2] if len(args) > 2 else "auto")))

@@ -4,7 +4,9 @@
 
 Per inner step the iDSPN energy gradient runs the element MLP's two big matmuls (forward and
 input gradient), FSPool's ranks and, for numbering, the simplex projection. This times each at
-the shapes of the paper's configs, with the alternatives we measured.
+the shapes of the paper's configs, with the alternatives we measured. For CLEVR it times the
+image encoders' parameter gradient with XLA's convolutions and with ``conv_patches`` (the
+default on CPU).
 """
 
 from __future__ import annotations
@@ -52,6 +54,36 @@ def run() -> dict:
       for method in ("sort", "count"):
         out[name][f"simplex projection, {method}"] = _ms(
           lambda y, m=method: idspn_jax.project_rows_to_simplex(y, method=m), y)
+  out.update(encoder_gradients())
+  return out
+
+
+def encoder_gradients() -> dict:
+  """Median ms of the image encoders' parameter gradient (BatchNorm in training mode) at the
+  CPU CLEVR config (SmallCNN, batch 32, 64 px) and for ResNet18 (batch 16, 128 px)."""
+  from experiments import image_encoders  # Not a dependency of the library's benchmarks.
+
+  encoders = {
+    "clevr SmallCNN (32, 64, 64, 3)": (
+      dict(name="small_cnn", latent=256, image_size=64, widths=(32, 64, 128), batch_norm=True),
+      32),
+    "clevr ResNet18 (16, 128, 128, 3)": (dict(name="resnet18", latent=512, image_size=128), 16),
+  }
+  out = {}
+  for label, (options, batch) in encoders.items():
+    size = options["image_size"]
+    images = jax.random.uniform(jax.random.key(0), (batch, size, size, 3))
+    out[label] = {}
+    for impl in ("xla", "patches"):
+      model = image_encoders.create_image_encoder(**options, conv_impl=impl)
+      variables = jax.jit(lambda x, m=model: m.init(jax.random.key(1), x, train=False))(images)
+
+      def loss(params, x, m=model, v=variables):
+        z, _ = m.apply({**v, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(z**2)
+
+      out[label][f"encoder gradient, conv_impl={impl}"] = _ms(
+        jax.grad(loss), variables["params"], images)
   return out
 
 

@@ -9,6 +9,11 @@ BatchNorm statistics live in the ``batch_stats`` collection: call with ``train=T
 ``SmallCNN`` is a few strided convolutions (optionally with BatchNorm) and a dense layer, for
 CPU-sized runs. It takes the same ``train`` argument.
 
+Both compute their convolutions with ``Conv``: XLA's convolution on accelerators and, on CPU,
+one matrix product over gathered patches (``conv_patches``), whose gradient XLA:CPU computes
+3-4x faster than its convolution's weight gradient in the small CNN's first layers
+(``python -m benchmarks.bench_parts``). The parameters are ``nn.Conv``'s either way.
+
 References:
   He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.
   Zhang, Zhang, Lacoste-Julien, Burghouts, Snoek. Multiset-Equivariant Set Prediction with
@@ -25,23 +30,103 @@ import jax.numpy as jnp
 # torchvision's BatchNorm: momentum 0.1 on the new batch (flax keeps 0.9 of the old), eps 1e-5.
 _BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
+CONV_IMPLS = ("auto", "xla", "patches")
+
+
+def conv_patches(x: jax.Array, kernel: jax.Array, strides: int, padding: int) -> jax.Array:
+  """A 2D convolution (NHWC, HWIO kernel) as one matrix product over gathered patches.
+
+  Pads ``x`` by ``padding`` on each side, stacks the ``kh * kw`` strided views of it along
+  the channels ([B, Ho, Wo, kh * kw * C]) and multiplies by the kernel reshaped to
+  [kh * kw * C, F]. Equal to ``lax.conv_general_dilated`` with the same strides and symmetric
+  padding. On XLA:CPU its gradients are matrix products too, where the convolution's weight
+  gradient is a slow kernel: 3-4x faster for the small CNN's first layers (see
+  ``Conv``).
+  """
+  kh, kw, c, f = kernel.shape
+  if x.shape[-1] != c:
+    raise ValueError(f"input has {x.shape[-1]} channels, the kernel expects {c}")
+  if padding:
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  _, h, w, _ = x.shape
+  ho, wo = (h - kh) // strides + 1, (w - kw) // strides + 1
+  if ho < 1 or wo < 1:
+    raise ValueError(f"a {kh}x{kw} kernel does not fit a padded {h}x{w} input")
+  views = [x[:, i:i + strides * (ho - 1) + 1:strides, j:j + strides * (wo - 1) + 1:strides]
+           for i in range(kh) for j in range(kw)]
+  patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+  return patches @ kernel.reshape(kh * kw * c, f)  # [B, Ho, Wo, F]
+
+
+class Conv(nn.Module):
+  """A square-strided 2D convolution with ``nn.Conv``'s parameters (``kernel`` [kh, kw, C, F],
+  ``bias`` [F]) and initialisers, computed by XLA's convolution or by ``conv_patches``.
+
+  The parameters have ``nn.Conv``'s names and shapes, so checkpoints do not depend on ``impl``.
+
+  Attributes:
+    features: F, output channels.
+    kernel_size: (kh, kw).
+    strides: The stride along both spatial axes.
+    padding: Zeros added on each side of both spatial axes, or "VALID" (none).
+    use_bias: Add a learned bias.
+    impl: "xla" (``lax.conv_general_dilated``), "patches" (``conv_patches``) or "auto"
+      (patches on CPU, where XLA's convolution gradients are slow; XLA's convolution on
+      accelerators).
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  strides: int = 1
+  padding: int | str = 0
+  use_bias: bool = True
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.impl not in CONV_IMPLS:
+      raise ValueError(f"unknown convolution impl {self.impl!r}; choose one of {CONV_IMPLS}")
+    padding = 0 if self.padding == "VALID" else self.padding
+    if not isinstance(padding, int) or padding < 0:
+      raise ValueError(f"padding must be a non-negative int or 'VALID', got {self.padding!r}")
+    kh, kw = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (kh, kw, x.shape[-1], self.features), jnp.float32)
+    dtype = jnp.result_type(x, kernel)  # As nn.Conv: the input's and parameters' common type.
+    x, kernel = jnp.asarray(x, dtype), kernel.astype(dtype)
+    impl = self.impl
+    if impl == "auto":
+      impl = "patches" if jax.default_backend() == "cpu" else "xla"
+    if impl == "patches":
+      y = conv_patches(x, kernel, self.strides, padding)
+    else:
+      y = jax.lax.conv_general_dilated(
+        x, kernel, (self.strides, self.strides), ((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+      y = y + bias.reshape(1, 1, 1, self.features).astype(dtype)
+    return y
+
 
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions with BatchNorm and a (projected) shortcut."""
 
   features: int
   strides: int = 1
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     norm = functools.partial(_BatchNorm, use_running_average=not train)
-    y = nn.Conv(self.features, (3, 3), self.strides, padding=1, use_bias=False)(x)
+    conv = functools.partial(Conv, use_bias=False, impl=self.conv_impl)
+    y = conv(self.features, (3, 3), self.strides, padding=1)(x)
     y = nn.relu(norm()(y))
-    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(y)
+    y = conv(self.features, (3, 3), padding=1)(y)
     # torchvision's zero_init_residual is off: the last BatchNorm starts at scale 1.
     y = norm()(y)
     if self.strides != 1 or x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), self.strides, use_bias=False, name="downsample_conv")(x)
+      x = conv(self.features, (1, 1), self.strides, name="downsample_conv")(x)
       x = norm(name="downsample_norm")(x)
     return nn.relu(x + y)
 
@@ -54,12 +139,14 @@ class ResNet18(nn.Module):
     image_size: S, the input side (at least 64; 128 or 256 in the paper).
     stage_sizes: BasicBlocks per stage (2, 2, 2, 2 for ResNet18).
     widths: Channels per stage.
+    conv_impl: How convolutions are computed (see ``Conv``); the parameters do not depend on it.
   """
 
   latent: int = 512
   image_size: int = 128
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   widths: Sequence[int] = (64, 128, 256, 512)
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, images: jax.typing.ArrayLike, *, train: bool) -> jax.Array:
@@ -81,15 +168,17 @@ class ResNet18(nn.Module):
       raise ValueError(f"image_size {self.image_size} gives a {spatial}x{spatial} head grid; it "
                        f"needs image_size >= 64 and latent divisible by {max(spatial, 1)**2}")
     norm = functools.partial(_BatchNorm, use_running_average=not train)
-    x = nn.Conv(self.widths[0], (7, 7), 2, padding=3, use_bias=False, name="conv1")(x)
+    conv = functools.partial(Conv, impl=self.conv_impl)
+    x = conv(self.widths[0], (7, 7), 2, padding=3, use_bias=False, name="conv1")(x)
     x = nn.relu(norm(name="bn1")(x))  # [B, S/2, S/2, 64]
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # [B, S/4, S/4, 64]
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
       for j in range(blocks):
-        x = BasicBlock(width, strides=2 if i > 0 and j == 0 else 1)(x, train=train)
+        x = BasicBlock(width, strides=2 if i > 0 and j == 0 else 1,
+                       conv_impl=self.conv_impl)(x, train=train)
     # x: [B, S/32, S/32, 512]. The head halves the grid once more.
     x = norm(name="head_norm")(x)
-    x = nn.Conv(self.latent // spatial**2, (2, 2), 2, padding="VALID", name="head_conv")(x)
+    x = conv(self.latent // spatial**2, (2, 2), 2, padding="VALID", name="head_conv")(x)
     return x.reshape(b, self.latent)  # [B, spatial, spatial, L / spatial^2] -> [B, L]
 
 
@@ -103,12 +192,14 @@ class SmallCNN(nn.Module):
       helps the encoder report object positions.
     batch_norm: BatchNorm after each convolution (no conv biases then); the CPU CLEVR config
       uses it.
+    conv_impl: How convolutions are computed (see ``Conv``); the parameters do not depend on it.
   """
 
   latent: int = 512
   widths: Sequence[int] = (32, 64, 64, 128)
   coord_channels: bool = True
   batch_norm: bool = False
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, images: jax.typing.ArrayLike, *, train: bool = False) -> jax.Array:
@@ -125,7 +216,8 @@ class SmallCNN(nn.Module):
       grid = jnp.broadcast_to(jnp.stack([xs, ys], axis=-1), (b, h, w, 2))
       x = jnp.concatenate([x, grid], axis=-1)  # [B, S, S, 5]
     for width in self.widths:
-      x = nn.Conv(width, (3, 3), 2, padding=1, use_bias=not self.batch_norm)(x)  # Halves the grid.
+      x = Conv(width, (3, 3), 2, padding=1, use_bias=not self.batch_norm,
+               impl=self.conv_impl)(x)  # Halves the grid.
       if self.batch_norm:
         x = _BatchNorm(use_running_average=not train)(x)
       x = nn.relu(x)

@@ -1,5 +1,8 @@
 """Image encoders: output shapes, the reference head's widths, BatchNorm state."""
 
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,3 +82,61 @@ def test_bad_encoder_arguments():
     small = ie.ResNet18(latent=512, image_size=32)
     jax.eval_shape(lambda x: small.init(jax.random.key(0), x, train=False),
                    jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+
+
+@pytest.mark.parametrize("impl,kernel,strides,padding,channels",
+                         [("patches", 3, 2, 1, 5), ("patches", 3, 1, 1, 4), ("patches", 7, 2, 3, 3),
+                          ("patches", 1, 2, "VALID", 6), ("patches", 2, 2, "VALID", 4),
+                          ("xla", 3, 2, 1, 5), ("xla", 2, 2, "VALID", 4)])
+def test_conv_equals_flax_conv_in_values_and_gradients(impl, kernel, strides, padding, channels):
+  x = jax.random.normal(jax.random.key(0), (2, 11, 11, channels))
+  ours = ie.Conv(8, (kernel, kernel), strides, padding=padding, impl=impl)
+  flax_padding = padding if padding == "VALID" else [(padding, padding)] * 2
+  theirs = nn.Conv(8, (kernel, kernel), strides, padding=flax_padding)
+  variables = theirs.init(jax.random.key(1), x)
+  # The same parameter names, shapes, dtypes and initial values.
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b),
+               ours.init(jax.random.key(1), x), variables)
+  variables = jax.tree.map(lambda v: v + 0.1, variables)  # A non-zero bias.
+  np.testing.assert_allclose(jax.jit(ours.apply)(variables, x),
+                             jax.jit(theirs.apply)(variables, x), rtol=1e-5, atol=1e-5)
+
+  def grads(module):
+    loss = lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
+
+  for a, b in zip(jax.tree.leaves(grads(ours)), jax.tree.leaves(grads(theirs)), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_bad_arguments():
+  x = jnp.ones((1, 4, 4, 3))
+  with pytest.raises(ValueError, match="unknown convolution impl 'cudnn'"):
+    ie.Conv(2, (3, 3), impl="cudnn").init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="padding must be"):
+    ie.Conv(2, (3, 3), padding="SAME").init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="does not fit a padded 4x4 input"):
+    ie.Conv(2, (5, 5), impl="patches").init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="input has 3 channels, the kernel expects 2"):
+    ie.conv_patches(x, jnp.ones((3, 3, 2, 4)), 1, 1)
+
+
+@pytest.mark.parametrize("name,size,options", [("small_cnn", 32, {"batch_norm": True}),
+                                               ("resnet18", 64, {})])
+def test_encoders_agree_across_conv_impls(name, size, options):
+  images = jax.random.uniform(jax.random.key(2), (2, size, size, 3))
+  models = [ie.create_image_encoder(name, latent=32 if name == "small_cnn" else 512,
+                                    image_size=size, conv_impl=impl, **options)
+            for impl in ("xla", "patches")]
+  variables = _variables(models[0], images)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+    jnp.shape, _variables(models[1], images))
+  # Every convolution takes the impl asked for: XLA's convolution op, or none at all.
+  n_convs = 21 if name == "resnet18" else 4  # ResNet18: 20 in the trunk and the head.
+  for model, expected in zip(models, (n_convs, 0), strict=True):
+    jaxpr = str(jax.make_jaxpr(lambda v, x, m=model: m.apply(v, x, train=False))(variables, images))
+    assert jaxpr.count("conv_general_dilated") == expected
+  outs = [jax.jit(functools.partial(m.apply, train=True, mutable=["batch_stats"]))(
+    variables, images) for m in models]
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
