@@ -10,8 +10,8 @@ BatchNorm statistics live in the ``batch_stats`` collection: call with ``train=T
 CPU-sized runs. It takes the same ``train`` argument.
 
 Both compute their convolutions with ``Conv``: XLA's convolution on accelerators and, on CPU,
-one matrix product over gathered patches (``conv_patches``), whose gradient XLA:CPU computes
-3-4x faster than its convolution's weight gradient in the small CNN's first layers
+one matrix product over gathered patches (``conv_patches``), as XLA:CPU's convolution weight
+gradient is slow. That makes both encoders' parameter gradient about 1.3x faster on CPU
 (``python -m benchmarks.bench_parts``). The parameters are ``nn.Conv``'s either way.
 
 References:
@@ -39,9 +39,8 @@ def conv_patches(x: jax.Array, kernel: jax.Array, strides: int, padding: int) ->
   Pads ``x`` by ``padding`` on each side, stacks the ``kh * kw`` strided views of it along
   the channels ([B, Ho, Wo, kh * kw * C]) and multiplies by the kernel reshaped to
   [kh * kw * C, F]. Equal to ``lax.conv_general_dilated`` with the same strides and symmetric
-  padding. On XLA:CPU its gradients are matrix products too, where the convolution's weight
-  gradient is a slow kernel: 3-4x faster for the small CNN's first layers (see
-  ``Conv``).
+  padding. Its gradients are matrix products too, which XLA:CPU runs faster than its
+  convolution's weight gradient (see the module docstring).
   """
   kh, kw, c, f = kernel.shape
   if x.shape[-1] != c:
