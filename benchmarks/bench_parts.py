@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import idspn_jax
 import idspn_jax._encoders as encoders
 from benchmarks import common
+from experiments import image_encoders
 
 
 def _ms(fn, *args) -> float:
@@ -61,8 +62,6 @@ def run() -> dict:
 def encoder_gradients() -> dict:
   """Median ms of the image encoders' parameter gradient (BatchNorm in training mode) at the
   CPU CLEVR config (SmallCNN, batch 32, 64 px) and for ResNet18 (batch 16, 128 px)."""
-  from experiments import image_encoders  # Not a dependency of the library's benchmarks.
-
   encoders = {
     "clevr SmallCNN (32, 64, 64, 3)": (
       dict(name="small_cnn", latent=256, image_size=64, widths=(32, 64, 128), batch_norm=True),

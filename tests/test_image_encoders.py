@@ -131,9 +131,13 @@ def test_encoders_agree_across_conv_impls(name, size, options):
   variables = _variables(models[0], images)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
     jnp.shape, _variables(models[1], images))
-  # Every convolution takes the impl asked for: XLA's convolution op, or none at all.
-  n_convs = 21 if name == "resnet18" else 4  # ResNet18: 20 in the trunk and the head.
-  for model, expected in zip(models, (n_convs, 0), strict=True):
+  # Every convolution takes the impl asked for: XLA's convolution op, or none at all; "auto"
+  # (the configs' default) takes patches on CPU.
+  n_convs = 21 if name == "resnet18" else 4  # ResNet18: 20 in the trunk, 1 in the head.
+  auto = ie.create_image_encoder(name, latent=32 if name == "small_cnn" else 512,
+                                 image_size=size, **options)
+  auto_convs = 0 if jax.default_backend() == "cpu" else n_convs
+  for model, expected in zip([*models, auto], (n_convs, 0, auto_convs), strict=True):
     jaxpr = str(jax.make_jaxpr(lambda v, x, m=model: m.apply(v, x, train=False))(variables, images))
     assert jaxpr.count("conv_general_dilated") == expected
   outs = [jax.jit(functools.partial(m.apply, train=True, mutable=["batch_stats"]))(
