@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from idspn_jax import FSPool
+
 # torchvision's BatchNorm: momentum 0.1 on the new batch (flax keeps 0.9 of the old), eps 1e-5.
 _BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
@@ -192,6 +194,14 @@ class SmallCNN(nn.Module):
     batch_norm: BatchNorm after each convolution (no conv biases then); the CPU CLEVR config
       uses it.
     conv_impl: How convolutions are computed (see ``Conv``); the parameters do not depend on it.
+    head: How the last grid becomes the latent. ``"dense"``: two dense layers on the flattened
+      grid, so each cell has weights of its own. ``"mean"``, ``"sum"`` or ``"fs"``: the same
+      two-layer MLP on every cell (its features and the cell's x and y in [-1, 1]), then the
+      cells' mean, sum or FSPool (the set encoder's pooling, over the cells). A shared cell MLP
+      learns what an object looks like once for every place it can be, and gives a latent of
+      the same form as iDSPN's set code (a pool over parts); the pooled heads also take any
+      image size. On the CPU CLEVR config ``"mean"`` reached AP_inf 17.8 against the dense
+      head's 11.7 at 2,000 steps (see the README).
   """
 
   latent: int = 512
@@ -199,6 +209,7 @@ class SmallCNN(nn.Module):
   coord_channels: bool = True
   batch_norm: bool = False
   conv_impl: str = "auto"
+  head: str = "dense"
 
   @nn.compact
   def __call__(self, images: jax.typing.ArrayLike, *, train: bool = False) -> jax.Array:
@@ -207,24 +218,45 @@ class SmallCNN(nn.Module):
     With ``batch_norm``, ``train=True`` uses batch statistics and updates the running ones
     (call with ``mutable=["batch_stats"]``); otherwise ``train`` is unused.
     """
+    if self.head not in SMALL_CNN_HEADS:
+      raise ValueError(f"unknown SmallCNN head {self.head!r}; expected one of {SMALL_CNN_HEADS}")
     x = jnp.asarray(images)
-    b, h, w, _ = x.shape
+    b = x.shape[0]
     if self.coord_channels:
-      ys, xs = jnp.meshgrid(jnp.linspace(-1, 1, h, dtype=x.dtype),
-                            jnp.linspace(-1, 1, w, dtype=x.dtype), indexing="ij")
-      grid = jnp.broadcast_to(jnp.stack([xs, ys], axis=-1), (b, h, w, 2))
-      x = jnp.concatenate([x, grid], axis=-1)  # [B, S, S, 5]
+      x = _append_coordinates(x)  # [B, S, S, 5]
     for width in self.widths:
       x = Conv(width, (3, 3), 2, padding=1, use_bias=not self.batch_norm,
                impl=self.conv_impl)(x)  # Halves the grid.
       if self.batch_norm:
         x = _BatchNorm(use_running_average=not train)(x)
       x = nn.relu(x)
-    x = x.reshape(b, -1)  # [B, (S / 2^k)^2 * C]
-    x = nn.relu(nn.Dense(self.latent)(x))
-    return nn.Dense(self.latent)(x)  # [B, L]
+    if self.head == "dense":
+      x = x.reshape(b, -1)  # [B, (S / 2^k)^2 * C]
+      x = nn.relu(nn.Dense(self.latent)(x))
+      return nn.Dense(self.latent)(x)  # [B, L]
+    x = _append_coordinates(x)  # [B, G, G, C + 2]
+    cells = x.reshape(b, -1, x.shape[-1])  # [B, G * G, C + 2]
+    x = nn.relu(nn.Dense(self.latent)(cells))  # [B, G * G, L]
+    if self.head == "mean":
+      # The mean commutes with the affine layer: one product on the mean instead of one per
+      # cell, the same function.
+      return nn.Dense(self.latent)(x.mean(axis=1))  # [B, L]
+    x = nn.Dense(self.latent)(x)  # [B, G * G, L]
+    if self.head == "sum":
+      return x.sum(axis=1)  # [B, L]
+    return FSPool(cells.shape[1])(x)  # [B, L]
 
 
+def _append_coordinates(x: jax.Array) -> jax.Array:
+  """Appends each pixel's x and y in [-1, 1] to the channels of [B, H, W, C] (CoordConv)."""
+  b, h, w, _ = x.shape
+  ys, xs = jnp.meshgrid(jnp.linspace(-1, 1, h, dtype=x.dtype),
+                        jnp.linspace(-1, 1, w, dtype=x.dtype), indexing="ij")
+  grid = jnp.broadcast_to(jnp.stack([xs, ys], axis=-1), (b, h, w, 2))
+  return jnp.concatenate([x, grid], axis=-1)  # [B, H, W, C + 2]
+
+
+SMALL_CNN_HEADS = ("dense", "mean", "sum", "fs")
 ENCODERS = ("resnet18", "small_cnn")
 
 

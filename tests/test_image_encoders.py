@@ -2,6 +2,7 @@
 
 import functools
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -71,9 +72,38 @@ def test_small_cnn_batch_norm_trains_on_batch_statistics():
                              atol=1e-6)
 
 
+def test_small_cnn_pooled_heads_share_one_cell_mlp():
+  """The mean, sum and FSPool heads are the same cell MLP pooled three ways: with one set of
+  parameters, sum = cells * mean (the mean head applies its last layer after pooling), and FSPool
+  with all weights 1 is the sum. The pooled heads take any image size; the dense head does not."""
+  images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  make = lambda head: ie.SmallCNN(latent=6, widths=(4, 8), head=head)  # 8x8 cells.
+  variables = _variables(make("fs"), images)
+  params = variables["params"]
+  assert params["FSPool_0"]["weight"].shape[0] == 64
+  mlp = {"params": {k: v for k, v in params.items() if k != "FSPool_0"}}
+  mean = make("mean").apply(mlp, images)
+  total = make("sum").apply(mlp, images)
+  assert mean.shape == (2, 6)
+  np.testing.assert_allclose(total, 64 * mean, rtol=1e-5, atol=1e-5)
+  ones = jax.tree.map(jnp.ones_like, params["FSPool_0"])
+  fs = make("fs").apply({"params": {**params, "FSPool_0": ones}}, images)
+  np.testing.assert_allclose(fs, total, rtol=1e-5, atol=1e-5)
+  # The cell MLP sees each cell's 8 channels and its x and y.
+  assert params["Dense_0"]["kernel"].shape == (8 + 2, 6)
+  # 48 px gives 6x6 cells, through the same parameters.
+  assert make("mean").apply(mlp, jnp.ones((1, 48, 48, 3))).shape == (1, 6)
+  dense = ie.SmallCNN(latent=6, widths=(4, 8), head="dense")
+  dense_vars = _variables(dense, images)
+  with pytest.raises(flax.errors.ScopeParamShapeError):
+    dense.apply(dense_vars, jnp.ones((1, 48, 48, 3)))
+
+
 def test_bad_encoder_arguments():
   with pytest.raises(ValueError, match="unknown image encoder 'vgg'"):
     ie.create_image_encoder("vgg", latent=512, image_size=128)
+  with pytest.raises(ValueError, match="unknown SmallCNN head 'max'"):
+    ie.SmallCNN(latent=8, head="max").init(jax.random.key(0), jnp.ones((1, 16, 16, 3)))
   model = ie.ResNet18(latent=512, image_size=128)
   with pytest.raises(ValueError, match="expected images of 128x128, got 64x64"):
     jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),

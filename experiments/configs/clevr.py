@@ -110,6 +110,9 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     # Three stride-2 convolutions keep an 8x8 grid for the dense layer (at 4x4, several objects
     # share a cell): AP_inf 8.2 against 6.9 at 2,000 steps (see the README).
     config.model.encoder_options.widths = (32, 64, 128)
+    # One MLP shared by the 64 cells, then their mean, instead of dense layers with weights per
+    # cell: AP_inf 17.8 against 11.7 at 2,000 steps (see the README).
+    config.model.encoder_options.head = "mean"
     # BatchNorm in the encoder, at no extra cost per step (the README's CLEVR runs use it).
     config.model.encoder_options.batch_norm = True
     config.model.latent_norm = True
@@ -146,6 +149,7 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.data.num_threads = 0
     config.model.encoder = "small_cnn"
     config.model.encoder_options.widths = (8, 16)
+    config.model.encoder_options.head = "mean"
     config.model.encoder_options.batch_norm = True
     config.model.latent_norm = True
     config.model.hidden = 16
