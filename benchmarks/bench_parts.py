@@ -64,7 +64,8 @@ def encoder_gradients() -> dict:
   CPU CLEVR config (SmallCNN, batch 32, 64 px) and for ResNet18 (batch 16, 128 px)."""
   encoders = {
     "clevr SmallCNN (32, 64, 64, 3)": (
-      dict(name="small_cnn", latent=256, image_size=64, widths=(32, 64, 128), batch_norm=True),
+      dict(name="small_cnn", latent=256, image_size=64, widths=(32, 64, 128), batch_norm=True,
+           head="mean"),
       32),
     "clevr ResNet18 (16, 128, 128, 3)": (dict(name="resnet18", latent=512, image_size=128), 16),
   }
