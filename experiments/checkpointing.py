@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint could not be written (the message says where and why)."""
+  """A checkpoint could not be written, or a workdir's checkpoints do not fit the model (the
+  message says where and why)."""
 
 
 def _manager(directory: pathlib.Path, *, keep: int, best_metric: str | None = None,
@@ -36,13 +37,16 @@ class Checkpoints:
 
   Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
   killed save never looks like a checkpoint. A checkpoint that fails to restore (corrupt or
-  truncated files) is skipped with a warning, and the previous one is tried.
+  truncated files) is skipped with a warning, and the previous one is tried; so is one whose
+  parameters do not fit the model (recorded in ``misfits``).
   """
 
   def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, best_metric: str | None = None,
                best_mode: str = "min"):
     self.workdir = pathlib.Path(workdir)
     self.best_metric = best_metric
+    # Step -> how its parameters differ from the model, from the last restore_latest.
+    self.misfits: dict[int, str] = {}
     self._last = _manager(self.workdir / "checkpoints", keep=keep)
     self._best = (
       _manager(self.workdir / "best", keep=1, best_metric=best_metric, best_mode=best_mode)
@@ -95,7 +99,16 @@ class Checkpoints:
     manager = self._best if best else self._last
     if manager is None:
       raise ValueError("no best checkpoint is kept: set train.best_metric")
+    self.misfits = {}
     for step in sorted(manager.all_steps(), reverse=True):
+      misfit = _params_misfit(pathlib.Path(manager.directory) / str(step) / "state",
+                              abstract_state)
+      if misfit:
+        # Checked before restoring: orbax would fail deep inside its async reads.
+        logging.warning("checkpoint of step %d under %s does not fit this model: %s", step,
+                        manager.directory, misfit)
+        self.misfits[step] = misfit
+        continue
       try:
         state = manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
@@ -118,3 +131,32 @@ class Checkpoints:
     self._last.close()
     if self._best is not None:
       self._best.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  return {jax.tree_util.keystr(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _params_misfit(item_dir: pathlib.Path, abstract_state: Any, *, show: int = 3) -> str | None:
+  """How the parameters stored in a checkpoint differ from ``abstract_state.params``, or None.
+
+  None also when there is nothing to compare (no ``params``, no readable metadata): restoring
+  then decides, and a corrupt checkpoint fails there.
+  """
+  params = getattr(abstract_state, "params", None)
+  if params is None or not item_dir.is_dir():
+    return None
+  try:
+    stored = ocp.StandardCheckpointHandler().metadata(item_dir).tree["params"]
+  except Exception:  # Unreadable metadata: left to restore, which reports it.
+    return None
+  have, want = _shapes(stored), _shapes(params)
+  problems = [f"{k} is {have[k]} in the checkpoint, {want[k]} in the model"
+              for k in sorted(have.keys() & want.keys()) if have[k] != want[k]]
+  problems += [f"{k} only in the checkpoint" for k in sorted(have.keys() - want.keys())]
+  problems += [f"{k} only in the model" for k in sorted(want.keys() - have.keys())]
+  if not problems:
+    return None
+  more = f" (and {len(problems) - show} more)" if len(problems) > show else ""
+  return "; ".join(problems[:show]) + more

@@ -302,8 +302,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   mesh = create_mesh()
   _check_batch_size(config.train.batch_size, mesh, "train.batch_size")
   _check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-  if is_main:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   logging.info("task %s on %d device(s) (%s), workdir %s", task.name, mesh.size,
                jax.default_backend(), workdir)
 
@@ -318,6 +316,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     start_step, state = restored
     state = jax.device_put(state, NamedSharding(mesh, P()))
     logging.info("resumed from the checkpoint of step %d", start_step)
+  elif ckpt.all_steps():
+    # Starting over here would replace the run's config.json and, as new checkpoints rotate
+    # in, its checkpoints: refuse, and leave the workdir as it is.
+    misfit = ckpt.misfits.get(max(ckpt.all_steps()))
+    why = (f"their parameters differ from this config's model ({misfit}): the run that wrote "
+           "them had another model config" if misfit else
+           "none could be read (see the warnings above)")
+    raise checkpointing.CheckpointError(
+      f"{workdir} holds checkpoints of steps {ckpt.all_steps()}, and none of them restores "
+      f"into this config's model: {why}. Nothing was changed: use another --workdir, or "
+      f"delete {workdir / 'checkpoints'} to start over there."
+    )
+  if is_main:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   train_fn = jax.jit(functools.partial(train_step, task=task),
                      static_argnames=("inner_steps",), donate_argnums=(0,))

@@ -141,6 +141,24 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(reference_run, tmp_
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(restored.params)))
 
 
+def test_checkpoints_of_another_model_are_refused_and_left_alone(reference_run, tmp_path):
+  """Training with a model whose parameters differ from the workdir's checkpoints stops with a
+  clear error instead of starting over there (which would replace config.json and, in time,
+  the checkpoints)."""
+  workdir, _ = reference_run
+  shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  config = _config()
+  config.model.hidden = 2 * config.model.hidden
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"checkpoints of steps \[10, 15, 20\], and none of them restores.*"
+                           r"\['mlp'\]\['Dense_0'\]\['kernel'\] is \(2, 16\) in the checkpoint, "
+                           r"\(2, 32\) in the model"):
+    train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+  after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  assert after == before
+
+
 def test_a_full_disk_is_a_clear_error_and_keeps_earlier_checkpoints(reference_run, tmp_path,
                                                                      monkeypatch):
   workdir, _ = reference_run
