@@ -61,6 +61,18 @@ class Checkpoints:
     """The steps of the kept (last K) checkpoints, oldest first."""
     return sorted(self._last.all_steps())
 
+  def best_misfits(self, abstract_state: Any) -> dict[int, str]:
+    """Best-slot checkpoints whose parameters do not fit ``abstract_state``: step -> how."""
+    if self._best is None:
+      return {}
+    out = {}
+    for step in self._best.all_steps():
+      misfit = _params_misfit(pathlib.Path(self._best.directory) / str(step) / "state",
+                              abstract_state)
+      if misfit:
+        out[step] = misfit
+    return out
+
   def restore(self, step: int, abstract_state: Any) -> Any:
     """The checkpoint of ``step``, shaped like ``abstract_state``."""
     restored = self._last.restore(

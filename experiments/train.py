@@ -316,18 +316,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     start_step, state = restored
     state = jax.device_put(state, NamedSharding(mesh, P()))
     logging.info("resumed from the checkpoint of step %d", start_step)
-  elif ckpt.all_steps():
+  else:
     # Starting over here would replace the run's config.json and, as new checkpoints rotate
-    # in, its checkpoints: refuse, and leave the workdir as it is.
-    misfit = ckpt.misfits.get(max(ckpt.all_steps()))
-    why = (f"their parameters differ from this config's model ({misfit}): the run that wrote "
-           "them had another model config" if misfit else
-           "none could be read (see the warnings above)")
-    raise checkpointing.CheckpointError(
-      f"{workdir} holds checkpoints of steps {ckpt.all_steps()}, and none of them restores "
-      f"into this config's model: {why}. Nothing was changed: use another --workdir, or "
-      f"delete {workdir / 'checkpoints'} to start over there."
-    )
+    # in, its checkpoints (a best checkpoint of another model would also stay the "best"):
+    # refuse, and leave the workdir as it is.
+    steps, best_misfits = ckpt.all_steps(), ckpt.best_misfits(state)
+    if steps or best_misfits:
+      misfit = ckpt.misfits.get(max(steps)) if steps else next(iter(best_misfits.values()))
+      why = (f"their parameters differ from this config's model ({misfit}): the run that "
+             "wrote them had another model config" if misfit else
+             "none could be read (see the warnings above)")
+      held = (f"checkpoints of steps {steps}" if steps else
+              f"a best checkpoint (step {min(best_misfits)})")
+      raise checkpointing.CheckpointError(
+        f"{workdir} holds {held}, and none of them restores into this config's model: {why}. "
+        f"Nothing was changed: use another --workdir, or delete {workdir / 'checkpoints'} and "
+        f"{workdir / 'best'} to start over there."
+      )
   if is_main:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 

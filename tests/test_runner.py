@@ -157,6 +157,10 @@ def test_checkpoints_of_another_model_are_refused_and_left_alone(reference_run, 
     train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
   after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
   assert after == before
+  # With the last checkpoints deleted, the other model's best checkpoint still stops it.
+  shutil.rmtree(tmp_path / "checkpoints")
+  with pytest.raises(checkpointing.CheckpointError, match=r"holds a best checkpoint \(step "):
+    train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
 
 
 def test_a_full_disk_is_a_clear_error_and_keeps_earlier_checkpoints(reference_run, tmp_path,
