@@ -38,15 +38,13 @@ class Checkpoints:
   Orbax writes each checkpoint to a temporary folder and renames it when complete, so a
   killed save never looks like a checkpoint. A checkpoint that fails to restore (corrupt or
   truncated files) is skipped with a warning, and the previous one is tried; so is one whose
-  parameters do not fit the model (recorded in ``misfits``).
+  parameters do not fit the model (see ``misfits``).
   """
 
   def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, best_metric: str | None = None,
                best_mode: str = "min"):
     self.workdir = pathlib.Path(workdir)
     self.best_metric = best_metric
-    # Step -> how its parameters differ from the model, from the last restore_latest.
-    self.misfits: dict[int, str] = {}
     self._last = _manager(self.workdir / "checkpoints", keep=keep)
     self._best = (
       _manager(self.workdir / "best", keep=1, best_metric=best_metric, best_mode=best_mode)
@@ -61,13 +59,15 @@ class Checkpoints:
     """The steps of the kept (last K) checkpoints, oldest first."""
     return sorted(self._last.all_steps())
 
-  def best_misfits(self, abstract_state: Any) -> dict[int, str]:
-    """Best-slot checkpoints whose parameters do not fit ``abstract_state``: step -> how."""
-    if self._best is None:
+  def misfits(self, abstract_state: Any, *, best: bool = False) -> dict[int, str]:
+    """Checkpoints (or best checkpoints) whose parameters do not fit ``abstract_state``:
+    step -> how they differ. Read from orbax's metadata, without restoring."""
+    manager = self._best if best else self._last
+    if manager is None:
       return {}
     out = {}
-    for step in self._best.all_steps():
-      misfit = _params_misfit(pathlib.Path(self._best.directory) / str(step) / "state",
+    for step in manager.all_steps():
+      misfit = _params_misfit(pathlib.Path(manager.directory) / str(step) / "state",
                               abstract_state)
       if misfit:
         out[step] = misfit
@@ -111,15 +111,12 @@ class Checkpoints:
     manager = self._best if best else self._last
     if manager is None:
       raise ValueError("no best checkpoint is kept: set train.best_metric")
-    self.misfits = {}
+    # Checked before restoring: orbax would fail deep inside its async reads.
+    misfits = self.misfits(abstract_state, best=best)
     for step in sorted(manager.all_steps(), reverse=True):
-      misfit = _params_misfit(pathlib.Path(manager.directory) / str(step) / "state",
-                              abstract_state)
-      if misfit:
-        # Checked before restoring: orbax would fail deep inside its async reads.
+      if step in misfits:
         logging.warning("checkpoint of step %d under %s does not fit this model: %s", step,
-                        manager.directory, misfit)
-        self.misfits[step] = misfit
+                        manager.directory, misfits[step])
         continue
       try:
         state = manager.restore(

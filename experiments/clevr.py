@@ -20,7 +20,6 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-import PIL.Image
 from absl import app, logging
 
 import idspn_jax
@@ -284,20 +283,16 @@ def true_pixel_coords(source: clevr_data.ClevrSource, batch: dict, image_size: i
     return None
   out = []
   for i in range(min(count, len(batch["set"]), len(source))):
-    scene = source.scenes[i]
-    if not np.allclose(source.sets[i], batch["set"][i]) or not all(
-        len(o.get("pixel_coords", ())) >= 2 for o in scene["objects"]):
+    if not np.allclose(source.sets[i], batch["set"][i]):
       out.append(None)
       continue
     try:
-      with PIL.Image.open(source.image_path(i)) as image:
-        width, height = image.size
-    except OSError:
+      pixels = source.pixel_coords(i, image_size=image_size)  # [K, 2]
+    except clevr_data.ClevrDataError:
       out.append(None)
       continue
-    pixels = np.array([o["pixel_coords"][:2] for o in scene["objects"]], np.float64)  # [K, 2]
     # Continuous pixel positions to the centres imshow uses (pixel j spans j - 0.5 .. j + 0.5).
-    out.append(pixels * np.array([image_size / width, image_size / height]) - 0.5)
+    out.append(pixels - 0.5)
   return out
 
 

@@ -260,6 +260,29 @@ class ClevrFolderSource:
   def image_path(self, index: int) -> str:
     return os.path.join(self.image_dir, self.scenes[index]["image_filename"])
 
+  def pixel_coords(self, index: int, *, image_size: int) -> np.ndarray:
+    """The objects' ``pixel_coords`` x and y, rescaled from the stored image to ``image_size``.
+
+    Continuous positions (pixel j spans j .. j + 1), of shape [K, 2], row k for object k (the
+    row of the set). Raises ClevrDataError if an object has no finite ones, BadImageError if
+    the image cannot be opened for its size.
+    """
+    scene = self.scenes[index]
+    for k, obj in enumerate(scene["objects"]):
+      xy = obj.get("pixel_coords")
+      if xy is None or len(xy) < 2 or not np.all(np.isfinite(np.asarray(xy[:2], float))):
+        raise ClevrDataError(
+          f"scene {scene['image_filename']!r} of split {self.split!r}, object {k}: no finite "
+          f"pixel_coords [x, y, ...], got {xy!r}")
+    path = self.image_path(index)
+    try:
+      with PIL.Image.open(path) as image:
+        width, height = image.size
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
+      raise BadImageError(f"image {path!r} cannot be read or decoded: {e}") from e
+    pixels = np.array([o["pixel_coords"][:2] for o in scene["objects"]], np.float64)
+    return pixels.reshape(-1, 2) * np.array([image_size / width, image_size / height])
+
   def load(self, index: int, *, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     path = self.image_path(index)
     try:

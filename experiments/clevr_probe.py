@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import PIL.Image
 from absl import app, flags, logging
 
 from experiments import clevr_data
@@ -53,7 +52,8 @@ def object_patches(source: clevr_data.ClevrFolderSource, *, image_size: int, cro
     indices of material, colour, shape and size, the order of ``ATTRIBUTES``).
 
   Raises:
-    ClevrDataError: An object has no ``pixel_coords``, or the split has no objects.
+    ClevrDataError: An object has no finite ``pixel_coords``, or the split has no objects.
+    BadImageError: An image cannot be read.
   """
   if crop < 1:
     raise ValueError(f"crop must be a positive number of pixels, got {crop}")
@@ -61,34 +61,18 @@ def object_patches(source: clevr_data.ClevrFolderSource, *, image_size: int, cro
   patches, labels = [], []
   half = crop // 2
   for i in range(count):
-    scene = source.scenes[i]
     image, objects_set = source.load(i, image_size=image_size)  # [S, S, 3], [N, D]
-    height, width = _stored_size(source, i)
+    # The pixel holding each object's centre; row k of the set is object k of the scene.
+    centres = np.clip(np.floor(source.pixel_coords(i, image_size=image_size)).astype(int), 0,
+                      image_size - 1)  # [K, 2]
     padded = np.pad(image, ((crop, crop), (crop, crop), (0, 0)), mode="edge")
-    for k, obj in enumerate(scene["objects"]):
-      xy = obj.get("pixel_coords")
-      if xy is None or len(xy) < 2 or not np.all(np.isfinite(np.asarray(xy[:2], float))):
-        raise clevr_data.ClevrDataError(
-          f"scene {scene.get('image_filename', i)!r} of split {source.split!r}, object {k}: "
-          f"the probe needs finite pixel_coords [x, y, ...], got {xy!r}")
-      # Row k of the set is object k of the scene (scene_to_set keeps the order).
-      x = int(np.floor(float(xy[0]) * image_size / width))
-      y = int(np.floor(float(xy[1]) * image_size / height))
-      x = min(max(x, 0), image_size - 1)
-      y = min(max(y, 0), image_size - 1)
+    for k, (x, y) in enumerate(centres):
       top, left = y + crop - half, x + crop - half
       patches.append(padded[top:top + crop, left:left + crop])
       labels.append([int(np.argmax(objects_set[k, s])) for s in ATTRIBUTES.values()])
   if not patches:
     raise clevr_data.ClevrDataError(f"split {source.split!r} has no objects to probe")
   return np.stack(patches).astype(np.float32) / np.float32(255.0), np.asarray(labels, np.int32)
-
-
-def _stored_size(source: clevr_data.ClevrFolderSource, index: int) -> tuple[int, int]:
-  """Height and width of a stored image, in which ``pixel_coords`` are given."""
-  with PIL.Image.open(source.image_path(index)) as image:
-    width, height = image.size
-  return height, width
 
 
 class ProbeNet(nn.Module):
@@ -125,8 +109,9 @@ def train_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
   """
   train_x, train_y = train
   val_x, val_y = val
-  if steps < 1 or batch_size < 1:
-    raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+  if min(steps, batch_size, eval_every) < 1:
+    raise ValueError(f"steps, batch_size and eval_every must be positive, got {steps}, "
+                     f"{batch_size} and {eval_every}")
   net = ProbeNet()
   params = net.init(jax.random.key(seed), train_x[:1])
   optimizer = optax.adam(learning_rate)

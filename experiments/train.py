@@ -320,9 +320,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # Starting over here would replace the run's config.json and, as new checkpoints rotate
     # in, its checkpoints (a best checkpoint of another model would also stay the "best"):
     # refuse, and leave the workdir as it is.
-    steps, best_misfits = ckpt.all_steps(), ckpt.best_misfits(state)
+    steps, best_misfits = ckpt.all_steps(), ckpt.misfits(state, best=True)
     if steps or best_misfits:
-      misfit = ckpt.misfits.get(max(steps)) if steps else next(iter(best_misfits.values()))
+      misfit = (ckpt.misfits(state).get(max(steps)) if steps else
+                next(iter(best_misfits.values())))
       why = (f"their parameters differ from this config's model ({misfit}): the run that "
              "wrote them had another model config" if misfit else
              "none could be read (see the warnings above)")

@@ -61,7 +61,7 @@ def test_patches_are_centred_on_the_recorded_positions_at_any_image_size(tmp_pat
 
 def test_an_object_without_pixel_coords_is_a_clear_error(tmp_path):
   root = _write_folder(str(tmp_path / "f"), [_object("red", "cube", None)])
-  with pytest.raises(cd.ClevrDataError, match="needs finite pixel_coords"):
+  with pytest.raises(cd.ClevrDataError, match="object 0: no finite pixel_coords"):
     cp.object_patches(cd.ClevrFolderSource(root, "train"), image_size=16, crop=3)
   with pytest.raises(ValueError, match="crop must be a positive"):
     cp.object_patches(cd.ClevrFolderSource(root, "train"), image_size=16, crop=0)

@@ -107,8 +107,8 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.data.cache = True
     config.data.num_threads = 2
     config.model.encoder = "small_cnn"
-    # Three stride-2 convolutions keep an 8x8 grid for the dense layer (at 4x4, several objects
-    # share a cell): AP_inf 8.2 against 6.9 at 2,000 steps (see the README).
+    # Three stride-2 convolutions keep an 8x8 grid for the head (at 4x4, several objects share
+    # a cell): AP_inf 8.2 against 6.9 at 2,000 steps with the dense head (see the README).
     config.model.encoder_options.widths = (32, 64, 128)
     # One MLP shared by the 64 cells, then their mean, instead of dense layers with weights per
     # cell: AP_inf 17.8 against 11.7 at 2,000 steps (see the README).
