@@ -174,3 +174,23 @@ def test_encoders_agree_across_conv_impls(name, size, options):
     variables, images) for m in models]
   for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_small_cnn_head_layers_deepen_the_cell_mlp():
+  """``head_layers=2`` adds one hidden layer to the pooled heads' cell MLP: with that layer set
+  to the identity (ReLU of a ReLU is the ReLU), it is the one-layer head with the same weights."""
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  make = lambda layers: ie.SmallCNN(latent=6, widths=(4, 8), head="mean", head_layers=layers)
+  params = _variables(make(2), images)["params"]
+  assert params["Dense_0"]["kernel"].shape == (8 + 2, 6)
+  assert params["Dense_1"]["kernel"].shape == (6, 6)
+  assert params["Dense_2"]["kernel"].shape == (6, 6)
+  identity = {"kernel": jnp.eye(6), "bias": jnp.zeros(6)}
+  deep = make(2).apply({"params": {**params, "Dense_1": identity}}, images)
+  shallow_params = {k: v for k, v in params.items() if k not in ("Dense_1", "Dense_2")}
+  shallow = make(1).apply({"params": {**shallow_params, "Dense_1": params["Dense_2"]}}, images)
+  np.testing.assert_allclose(deep, shallow, rtol=1e-5, atol=1e-6)
+  # A genuine second layer changes the function.
+  assert not np.allclose(make(2).apply({"params": params}, images), shallow, atol=1e-4)
+  with pytest.raises(ValueError, match="head_layers must be >= 1, got 0"):
+    make(0).init(jax.random.key(0), images)
