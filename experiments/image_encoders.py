@@ -224,6 +224,9 @@ class SmallCNN(nn.Module):
       raise ValueError(f"unknown SmallCNN head {self.head!r}; expected one of {SMALL_CNN_HEADS}")
     if self.head_layers < 1:
       raise ValueError(f"head_layers must be >= 1, got {self.head_layers}")
+    if self.head == "dense" and self.head_layers != 1:
+      raise ValueError(f"head_layers={self.head_layers} needs a pooled head ('mean', 'sum' or "
+                       "'fs'); the dense head has no cell MLP")
     x = jnp.asarray(images)
     b = x.shape[0]
     if self.coord_channels:

@@ -194,3 +194,6 @@ def test_small_cnn_head_layers_deepen_the_cell_mlp():
   assert not np.allclose(make(2).apply({"params": params}, images), shallow, atol=1e-4)
   with pytest.raises(ValueError, match="head_layers must be >= 1, got 0"):
     make(0).init(jax.random.key(0), images)
+  with pytest.raises(ValueError, match="head_layers=2 needs a pooled head"):
+    ie.SmallCNN(latent=6, widths=(4, 8), head="dense", head_layers=2).init(
+      jax.random.key(0), images)
