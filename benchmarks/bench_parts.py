@@ -65,7 +65,7 @@ def encoder_gradients() -> dict:
   encoders = {
     "clevr SmallCNN (32, 64, 64, 3)": (
       dict(name="small_cnn", latent=256, image_size=64, widths=(32, 64, 128), batch_norm=True,
-           head="mean"),
+           head="mean", head_layers=2),
       32),
     "clevr ResNet18 (16, 128, 128, 3)": (dict(name="resnet18", latent=512, image_size=128), 16),
   }
