@@ -196,12 +196,13 @@ class SmallCNN(nn.Module):
     conv_impl: How convolutions are computed (see ``Conv``); the parameters do not depend on it.
     head: How the last grid becomes the latent. ``"dense"``: two dense layers on the flattened
       grid, so each cell has weights of its own. ``"mean"``, ``"sum"`` or ``"fs"``: the same
-      two-layer MLP on every cell (its features and the cell's x and y in [-1, 1]), then the
-      cells' mean, sum or FSPool (the set encoder's pooling, over the cells). A shared cell MLP
-      learns what an object looks like once for every place it can be, and gives a latent of
-      the same form as iDSPN's set code (a pool over parts); the pooled heads also take any
-      image size. On the CPU CLEVR config ``"mean"`` reached AP_inf 17.8 against the dense
-      head's 11.7 at 2,000 steps (see the README).
+      MLP (``head_layers`` hidden ReLU layers, then a linear one) on every cell (its features
+      and the cell's x and y in [-1, 1]), then the cells' mean, sum or FSPool (the set
+      encoder's pooling, over the cells). A shared cell MLP learns what an object looks like
+      once for every place it can be, and gives a latent of the same form as iDSPN's set code
+      (a pool over parts); the pooled heads also take any image size. On the CPU CLEVR config
+      ``"mean"`` reached AP_inf 17.8 against the dense head's 11.7 at 2,000 steps (see the
+      README).
     head_layers: Hidden ReLU layers of the pooled heads' cell MLP (each of width ``latent``).
   """
 
