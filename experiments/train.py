@@ -335,7 +335,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         f"{workdir / 'best'} to start over there."
       )
   if is_main:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    _record_config(config, workdir, start_step if restored is not None else None)
 
   train_fn = jax.jit(functools.partial(train_step, task=task),
                      static_argnames=("inner_steps",), donate_argnums=(0,))
@@ -419,6 +419,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   finally:
     writers.close()
     ckpt.close()
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """A nested dict as {"a.b.c": leaf}."""
+  if isinstance(tree, dict) and tree:
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+  """What differs between two configs (as their JSON dicts): ``"model.momentum: 0.9 -> 0.7"``,
+  one entry per dotted key, sorted; a key only one has shows ``(absent)`` on the other side."""
+  a, b = _flatten(old), _flatten(new)
+  absent = object()
+  out = []
+  for key in sorted(set(a) | set(b)):
+    x, y = a.get(key, absent), b.get(key, absent)
+    if x != y:
+      out.append(f"{key}: {'(absent)' if x is absent else repr(x)} -> "
+                 f"{'(absent)' if y is absent else repr(y)}")
+  return out
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                   resumed_step: int | None) -> None:
+  """Writes ``config.json``, keeping the record of a run that this call resumes or evaluates.
+
+  A fresh run writes its config. ``eval_only`` leaves an existing ``config.json`` alone. A
+  resumed run whose config differs from the recorded one logs each difference, keeps the
+  recorded file as ``config_before_step_<step>.json`` (numbered if that exists) and writes
+  its own.
+  """
+  path = workdir / "config.json"
+  text = config.to_json_best_effort(indent=2)
+  if path.exists() and (resumed_step is not None or config.get("eval_only", False)):
+    try:
+      recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+      recorded = None
+    changes = (config_changes(recorded, json.loads(text)) if isinstance(recorded, dict)
+               else [f"{path} could not be read"])
+    if not changes:
+      return
+    if config.get("eval_only", False):
+      logging.info("Evaluating with settings that differ from the run's config.json, which is "
+                   "kept: %s", "; ".join(changes))
+      return
+    backup = workdir / f"config_before_step_{resumed_step}.json"
+    count = 1
+    while backup.exists():
+      count += 1
+      backup = workdir / f"config_before_step_{resumed_step}_{count}.json"
+    backup.write_bytes(path.read_bytes())
+    logging.warning("Resuming the run at step %d with a config that differs from the one it "
+                    "ran with: %s. Its config.json until now is kept as %s.", resumed_step,
+                    "; ".join(changes), backup)
+  path.write_text(text)
 
 
 def _save(ckpt, step, state, workdir, last_good):

@@ -117,6 +117,40 @@ def test_eval_only_reproduces_the_logged_metric(reference_run, tmp_path):
   assert json.loads((tmp_path / "summary.json").read_text())["val"]["loss"] == logged
 
 
+def test_a_resume_with_another_config_keeps_the_old_one_and_says_what_changed(
+    reference_run, tmp_path, caplog):
+  workdir, _ = reference_run
+  shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
+  recorded = (tmp_path / "config.json").read_text()
+  # Evaluating with other settings leaves the run's record alone.
+  config = _config()
+  config.eval_only = True
+  config.eval.batch_size = 4
+  train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+  assert (tmp_path / "config.json").read_text() == recorded
+  # Resuming with the same config changes nothing; with another, the differences are logged
+  # and the old record is kept beside the new one.
+  config = _config()
+  train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+  assert not list(tmp_path.glob("config_before_step_*.json"))
+  config = _config(steps=25, learning_rate=5e-3)
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+  assert "Resuming the run at step 20 with a config that differs" in caplog.text
+  assert "train.learning_rate: 0.01 -> 0.005" in caplog.text
+  assert "train.steps: 20 -> 25" in caplog.text
+  assert (tmp_path / "config_before_step_20.json").read_text() == recorded
+  assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 25
+
+
+def test_config_changes_names_each_dotted_key():
+  old = {"model": {"momentum": 0.9, "steps": 20}, "seed": 0, "data": {}}
+  new = {"model": {"momentum": 0.7, "steps": 20, "pool": "fs"}, "seed": 0}
+  assert train.config_changes(old, new) == [
+    "data: {} -> (absent)", "model.momentum: 0.9 -> 0.7", "model.pool: (absent) -> 'fs'"]
+  assert train.config_changes(new, new) == []
+
+
 def test_eval_only_without_a_checkpoint_is_a_clear_error(tmp_path):
   config = _config()
   config.eval_only = True
