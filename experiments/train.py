@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import traverse_util
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -421,20 +422,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     ckpt.close()
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  """A nested dict as {"a.b.c": leaf}."""
-  if isinstance(tree, dict) and tree:
-    out = {}
-    for key, value in tree.items():
-      out.update(_flatten(value, f"{prefix}{key}."))
-    return out
-  return {prefix[:-1]: tree}
-
-
 def config_changes(old: dict, new: dict) -> list[str]:
   """What differs between two configs (as their JSON dicts): ``"model.momentum: 0.9 -> 0.7"``,
   one entry per dotted key, sorted; a key only one has shows ``(absent)`` on the other side."""
-  a, b = _flatten(old), _flatten(new)
+  a, b = (traverse_util.flatten_dict(c, sep=".") for c in (old, new))
   absent = object()
   out = []
   for key in sorted(set(a) | set(b)):
@@ -456,7 +447,8 @@ def _record_config(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   """
   path = workdir / "config.json"
   text = config.to_json_best_effort(indent=2)
-  if path.exists() and (resumed_step is not None or config.get("eval_only", False)):
+  eval_only = config.get("eval_only", False)
+  if path.exists() and (resumed_step is not None or eval_only):
     try:
       recorded = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -465,7 +457,7 @@ def _record_config(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                else [f"{path} could not be read"])
     if not changes:
       return
-    if config.get("eval_only", False):
+    if eval_only:
       logging.info("Evaluating with settings that differ from the run's config.json, which is "
                    "kept: %s", "; ".join(changes))
       return

@@ -144,10 +144,10 @@ def test_a_resume_with_another_config_keeps_the_old_one_and_says_what_changed(
 
 
 def test_config_changes_names_each_dotted_key():
-  old = {"model": {"momentum": 0.9, "steps": 20}, "seed": 0, "data": {}}
+  old = {"model": {"momentum": 0.9, "steps": 20}, "seed": 0, "data": {"root": "a"}}
   new = {"model": {"momentum": 0.7, "steps": 20, "pool": "fs"}, "seed": 0}
   assert train.config_changes(old, new) == [
-    "data: {} -> (absent)", "model.momentum: 0.9 -> 0.7", "model.pool: (absent) -> 'fs'"]
+    "data.root: 'a' -> (absent)", "model.momentum: 0.9 -> 0.7", "model.pool: (absent) -> 'fs'"]
   assert train.config_changes(new, new) == []
 
 

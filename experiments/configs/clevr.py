@@ -129,7 +129,7 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     # grown a large Jacobian; lr 10 lets it reach the objects early (on single-object scenes,
     # AP_inf 38.0 against 7.9 at 1,000 steps; see the README).
     config.model.learning_rate = 10.0
-    # Nesterov momentum 0.7 instead of the paper's 0.9: AP_inf 27.5 against 20.5 at 2,000
+    # Nesterov momentum 0.7 instead of the paper's 0.9: AP_inf 27.5 against 21.0 at 2,000
     # steps. What matters is the effective step lr / (1 - momentum): 33-43 did best (0.5 with
     # lr 20 and 0 with lr 40 did as well), 100 (0.9) and 80 worse, 20 and 10 worse still
     # (see the README).
