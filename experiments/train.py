@@ -7,8 +7,8 @@ a picture) and calls `train_and_evaluate(config, workdir, task)`. The loop:
   mesh, parameters and optimiser state replicated (multi-host: each process feeds its slice);
 * deterministic data order from the seed, so a run restarted from its workdir continues
   exactly as an uninterrupted one (same parameters, same batches);
-* a learning-rate step drop and the inner-step schedule (half the inner steps in the first
-  half of training) as config options;
+* a learning-rate drop (at once, linear or cosine) and the inner-step schedule (half the inner
+  steps in the first half of training) as config options;
 * evaluation every ``eval_every`` steps with its own inner steps, metrics to TensorBoard and
   ``metrics.jsonl``, a picture per evaluation, a summary table at the end;
 * orbax checkpoints (the last K and the best), Ctrl-C saves before exiting, a non-finite loss
@@ -40,7 +40,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import checkpointing
+from experiments import _hugepages, checkpointing
 
 Batch = dict[str, np.ndarray]
 
@@ -96,12 +96,30 @@ def inner_steps_at(step: int, config: ml_collections.ConfigDict) -> int:
 
 
 def create_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Constant learning rate, multiplied by ``lr_drop_factor`` from step ``lr_drop_step``."""
-  if config.train.lr_drop_step:
-    return optax.piecewise_constant_schedule(
-      config.train.learning_rate, {int(config.train.lr_drop_step): config.train.lr_drop_factor}
+  """The outer learning rate: constant, then from step ``lr_drop_step`` on multiplied by
+  ``lr_drop_factor`` at once (``lr_decay="step"``) or brought down to that factor at the last
+  step linearly or along a half cosine (``"linear"``, ``"cosine"``); ``lr_drop_step`` 0: constant.
+  """
+  lr = config.train.learning_rate
+  start, factor = int(config.train.lr_drop_step), config.train.lr_drop_factor
+  kind = config.train.lr_decay
+  if kind not in ("step", "linear", "cosine"):
+    raise ValueError(f"train.lr_decay={kind!r}: expected 'step', 'linear' or 'cosine'")
+  if not start:
+    return optax.constant_schedule(lr)
+  if kind == "step":
+    return optax.piecewise_constant_schedule(lr, {start: factor})
+  if start >= config.train.steps:
+    raise ValueError(
+      f"train.lr_drop_step={start} must come before train.steps={config.train.steps} for "
+      f"lr_decay={kind!r} (the decay ends at the last step)"
     )
-  return optax.constant_schedule(config.train.learning_rate)
+  length = config.train.steps - start
+  if kind == "linear":
+    decay = optax.linear_schedule(lr, lr * factor, length)
+  else:
+    decay = optax.cosine_decay_schedule(lr, length, alpha=factor)
+  return optax.join_schedules([optax.constant_schedule(lr), decay], [start])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +323,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   _check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
   logging.info("task %s on %d device(s) (%s), workdir %s", task.name, mesh.size,
                jax.default_backend(), workdir)
+  if jax.default_backend() == "cpu":
+    logging.info(_hugepages.status())
 
   state = create_train_state(config, task, mesh)
   ckpt = checkpointing.Checkpoints(

@@ -293,6 +293,28 @@ def test_weight_decay_uses_decoupled_adamw():
     np.testing.assert_allclose(update, -1e-2 * 0.5 * np.asarray(param), rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("decay", ["step", "linear", "cosine"])
+def test_learning_rate_decays_from_the_drop_step_to_the_factor(decay):
+  """Constant lr until lr_drop_step; "step" drops at once, "linear"/"cosine" reach the factor
+  at the last step, halfway down at the midpoint, and never rise."""
+  config = _config(steps=100, learning_rate=1e-2, lr_drop_step=60, lr_drop_factor=0.1,
+                   lr_decay=decay)
+  lr = train.create_learning_rate(config)
+  at = lambda step: float(lr(step))  # noqa: E731
+  np.testing.assert_allclose([at(0), at(59)], [1e-2, 1e-2], rtol=1e-6)
+  np.testing.assert_allclose(at(100), 1e-3, rtol=1e-5)
+  np.testing.assert_allclose(at(80), 1e-3 if decay == "step" else 5.5e-3, rtol=1e-5)
+  values = [at(step) for step in range(101)]
+  assert all(b <= a + 1e-9 for a, b in zip(values, values[1:]))
+
+
+def test_learning_rate_decay_options_are_checked():
+  with pytest.raises(ValueError, match="lr_decay='cosin'"):
+    train.create_learning_rate(_config(lr_drop_step=5, lr_decay="cosin"))
+  with pytest.raises(ValueError, match="must come before train.steps"):
+    train.create_learning_rate(_config(steps=10, lr_drop_step=10, lr_decay="linear"))
+
+
 def test_sown_aux_losses_join_the_training_loss_only():
   """A model's ``self.sow(train.AUX_LOSSES, ...)`` terms are added to the training objective
   (and logged as aux_loss); evaluation ignores them."""

@@ -17,9 +17,11 @@ def base_config() -> config_dict.ConfigDict:
   config.train.steps = 1000
   config.train.batch_size = 128
   config.train.learning_rate = 1e-3
-  # Multiply the learning rate by lr_drop_factor from this step on (0: never).
+  # From this step on (0: never), multiply the learning rate by lr_drop_factor at once
+  # (lr_decay "step"), or bring it down to that factor at the last step: "linear", "cosine".
   config.train.lr_drop_step = 0
   config.train.lr_drop_factor = 0.1
+  config.train.lr_decay = "step"
   # Decoupled weight decay (AdamW) of the outer optimiser (0: plain Adam, the paper's).
   config.train.weight_decay = 0.0
   # Clip the outer gradient's global norm (0: off).
