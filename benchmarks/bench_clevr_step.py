@@ -1,9 +1,13 @@
 """Training-step time of the CLEVR model (`:paper128` / `:paper256` settings) on random images.
 
-  python -m benchmarks.bench_clevr_step [paper128|paper256|small] [inner_steps] [conv_impl]
+  python -m benchmarks.bench_clevr_step [paper128|paper256|small] [inner_steps] [conv_impl] [reps]
+  IDSPN_JAX_HUGE_PAGES=0 python -m benchmarks.bench_clevr_step small 20 auto 60   # without
 
 ``conv_impl`` ("auto", "xla" or "patches") chooses how the image encoder's convolutions are
-computed (``experiments.image_encoders.Conv``).
+computed (``experiments.image_encoders.Conv``); ``reps`` steps are timed. Besides the median step
+time it reports, per
+timed step, the process's minor page faults and its user and kernel CPU time (``getrusage``),
+and whether the process runs with transparent huge pages (``experiments/_hugepages.py``).
 
 No data is read: the step is timed on a random batch of the configured shape, so this measures
 the model (ResNet18 or the small CNN, iDSPN decoder, Hungarian loss, Adam) alone.
@@ -13,13 +17,14 @@ from __future__ import annotations
 
 import functools
 import json
+import resource
 import sys
 
 import jax
 import numpy as np
 
 from benchmarks import common
-from experiments import clevr, train
+from experiments import _hugepages, clevr, train
 from experiments.configs import clevr as clevr_config
 
 
@@ -43,11 +48,18 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
   placed = train.shard_batch(batch, mesh)
   step = jax.jit(functools.partial(train.train_step, task=task, inner_steps=inner_steps))
   compiled = step.lower(state, placed).compile()
-  seconds = common.median_time(lambda: compiled(state, placed), repeats=repeats)
+  common.block(compiled(state, placed))
+  before = resource.getrusage(resource.RUSAGE_SELF)
+  seconds = common.median_time(lambda: compiled(state, placed), repeats=repeats, warmup=0)
+  after = resource.getrusage(resource.RUSAGE_SELF)
   return {
     "variant": variant, "inner_steps": inner_steps, "conv_impl": conv_impl,
     "batch": batch_size, "image_size": size,
     "seconds_per_step": seconds, "images_per_second": batch_size / seconds,
+    "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / repeats,
+    "user_seconds_per_step": (after.ru_utime - before.ru_utime) / repeats,
+    "kernel_seconds_per_step": (after.ru_stime - before.ru_stime) / repeats,
+    "huge_pages": _hugepages.status(),
     "device": jax.devices()[0].device_kind,
   }
 
@@ -55,4 +67,5 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
 if __name__ == "__main__":
   args = sys.argv[1:]
   print(json.dumps(run(args[0] if args else "paper128", int(args[1]) if len(args) > 1 else 40,
-                       conv_impl=args[2] if len(args) > 2 else "auto")))
+                       conv_impl=args[2] if len(args) > 2 else "auto",
+                       repeats=int(args[3]) if len(args) > 3 else 5)))

@@ -138,11 +138,12 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     # 20 inner steps throughout: the poster's schedule (half the steps in the first half)
     # learned colour later here (AP_inf 8.2 against 13.0 at 2,000 steps, see the README).
     config.train.inner_steps_schedule = False
-    # Half an hour on 2 cores of an AVX-512 AMD EPYC (about 9 steps/s); the slower machines
-    # of earlier sessions (about 5 steps/s) need 50 minutes, and there
+    # Half an hour on 2 cores of an AVX-512 AMD EPYC (about 11 steps/s with huge pages, see
+    # experiments/_hugepages.py; 28 min 22 s, AP_inf 86.6 in the README); the slower machines
+    # of earlier sessions (about 5 steps/s without) need an hour, and there
     # --config.train.steps=8400 --config.train.lr_drop_step=7400 is the half-hour run.
-    config.train.steps = 15000
-    config.train.lr_drop_step = 14000
+    config.train.steps = 18000
+    config.train.lr_drop_step = 17000
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
     config.eval.batch_size = 100
