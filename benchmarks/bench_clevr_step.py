@@ -5,9 +5,9 @@
 
 ``conv_impl`` ("auto", "xla" or "patches") chooses how the image encoder's convolutions are
 computed (``experiments.image_encoders.Conv``); ``reps`` steps are timed. Besides the median step
-time it reports, per
-timed step, the process's minor page faults and its user and kernel CPU time (``getrusage``),
-and whether the process runs with transparent huge pages (``experiments/_hugepages.py``).
+time it reports, per timed step, the process's minor page faults and its user and kernel CPU
+time (``getrusage``), and whether the process runs with transparent huge pages
+(``experiments/_hugepages.py``).
 
 No data is read: the step is timed on a random batch of the configured shape, so this measures
 the model (ResNet18 or the small CNN, iDSPN decoder, Hungarian loss, Adam) alone.

@@ -47,12 +47,17 @@ def thp_mode(path: str = _THP) -> str | None:
   return text[start + 1:end] if 0 <= start < end else None
 
 
+def _usable(glibc: tuple[int, int] | None, thp: str | None) -> bool:
+  """Whether this C library and kernel can give malloc's mappings huge pages."""
+  return glibc is not None and glibc >= (2, 35) and thp in ("always", "madvise")
+
+
 def reexec_environment(environ, *, glibc: tuple[int, int] | None,
                        thp: str | None) -> dict[str, str] | None:
   """The environment to re-execute with, or None where that would not help or was declined."""
   if environ.get(SWITCH, "1") == "0" or environ.get(_REEXECUTED):
     return None
-  if glibc is None or glibc < (2, 35) or thp not in ("always", "madvise"):
+  if not _usable(glibc, thp):
     return None
   tunables = environ.get("GLIBC_TUNABLES", "")
   if "glibc.malloc.hugetlb=" in tunables:
@@ -87,8 +92,7 @@ def status(environ=os.environ) -> str:
   """One line: whether this process's malloc asks for transparent huge pages, and why not."""
   tunables = environ.get("GLIBC_TUNABLES", "")
   glibc, thp = glibc_version(), thp_mode()
-  if TUNABLE in tunables.split(":") and glibc is not None and glibc >= (2, 35) and thp in (
-      "always", "madvise"):
+  if TUNABLE in tunables.split(":") and _usable(glibc, thp):
     return f"transparent huge pages: on (GLIBC_TUNABLES={tunables}; kernel mode {thp})"
   why = (f"{SWITCH}=0" if environ.get(SWITCH) == "0"
          else "not glibc 2.35+" if glibc is None or glibc < (2, 35)
