@@ -17,7 +17,8 @@ from experiments import batching, plots, train
 from idspn_jax import losses
 
 MODEL_KEYS = ("steps", "learning_rate", "momentum", "backward", "clip_norm", "learn_start",
-              "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool", "loop_unroll")
+              "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool", "loop_unroll",
+              "backprop_steps")
 
 
 class SetAutoencoder(nn.Module):

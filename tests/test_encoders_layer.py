@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -144,6 +145,24 @@ def test_dspn_gives_the_start_set_a_gradient_through_the_steps():
     grads = jax.jit(jax.grad(lambda v: jnp.sum(layer.apply(v, z) ** 2)))(variables)
     has_grad = float(jnp.abs(grads["params"]["y0"]).sum()) > 0
     assert has_grad == expect_grad, backward
+
+
+def test_truncated_backprop_in_the_layer():
+  """``backprop_steps`` keeps the outputs; the start set's gradient through all the steps is
+  gone (the first steps are frozen); a call with fewer steps than it still runs."""
+  z = jax.random.normal(jax.random.key(0), (2, 6))
+  full = _layer(backward="unroll")
+  cut = _layer(backward="unroll", backprop_steps=3)
+  variables = jax.jit(full.init)(jax.random.key(1), z)
+  np.testing.assert_allclose(cut.apply(variables, z), full.apply(variables, z), rtol=1e-12)
+  grads = {name: jax.grad(lambda v, layer=layer: jnp.sum(layer.apply(v, z) ** 2))(variables)
+           for name, layer in (("full", full), ("cut", cut))}
+  assert float(jnp.abs(grads["full"]["params"]["y0"]).sum()) > 0
+  assert float(jnp.abs(grads["cut"]["params"]["y0"]).sum()) == 0
+  g_full, g_cut = (jax.flatten_util.ravel_pytree(g["params"]["g"])[0] for g in grads.values())
+  assert float(jnp.abs(g_cut).sum()) > 0 and not np.allclose(g_cut, g_full)
+  np.testing.assert_allclose(cut.apply(variables, z, steps=2), full.apply(variables, z, steps=2),
+                             rtol=1e-12)
 
 
 def test_concat_input_energy_and_simplex_projection():

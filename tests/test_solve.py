@@ -101,6 +101,53 @@ def test_unroll_equals_autodiff_of_a_python_loop():
   np.testing.assert_allclose(jax.grad(ours)(theta), jax.grad(python_loop)(theta), rtol=1e-10)
 
 
+def test_truncated_unroll_equals_autodiff_of_a_python_loop_with_a_frozen_start():
+  q, theta, w = _quadratic_problem()
+  y0 = jnp.full((N, D), 0.3)
+  steps, kept, lr, mom = 7, 3, 0.4, 0.9
+
+  def python_loop(theta):
+    y, buf = y0, jnp.zeros_like(y0)
+    for i in range(steps):
+      t = jax.lax.stop_gradient(theta) if i < steps - kept else theta
+      g = jax.grad(quadratic_energy)(y, q, t)
+      buf = mom * buf + g
+      y = y - lr * (g + mom * buf)
+    return jnp.sum(w * y)
+
+  def ours(theta, backprop_steps):
+    y = idspn_jax.solve(
+      quadratic_energy, y0, q, theta, steps=steps, learning_rate=lr, momentum=mom,
+      backward="unroll", backprop_steps=backprop_steps,
+    )
+    return jnp.sum(w * y)
+
+  np.testing.assert_allclose(ours(theta, kept), python_loop(theta), rtol=1e-12)
+  np.testing.assert_allclose(jax.grad(ours)(theta, kept), jax.grad(python_loop)(theta),
+                             rtol=1e-10)
+  # All the steps: the full unrolled gradient; fewer: a different one.
+  full = jax.grad(ours)(theta, None)
+  np.testing.assert_allclose(jax.grad(ours)(theta, steps), full, rtol=1e-12)
+  assert not np.allclose(jax.grad(ours)(theta, kept), full, atol=1e-3)
+
+
+def test_truncated_unroll_approaches_the_implicit_gradient_with_more_steps():
+  # From a converged loop, K unrolled steps of gradient descent with lr a give the first K
+  # terms of the Neumann series a * sum_k (I - a Q)^k of Q^-1: the error shrinks with K.
+  q, theta, w = _quadratic_problem()
+  exact = jnp.linalg.solve(q, w.reshape(-1))
+
+  def grad(kept):
+    return jax.grad(lambda t: jnp.sum(w * idspn_jax.solve(
+      quadratic_energy, jnp.zeros((N, D)), q, t, steps=150, learning_rate=0.5, momentum=0.0,
+      backward="unroll", backprop_steps=kept)))(theta)
+
+  errors = [float(jnp.linalg.norm(grad(k) - exact)) for k in (1, 5, 40)]
+  assert errors[0] > errors[1] > errors[2]
+  assert errors[2] < 1e-4 * errors[0]
+  np.testing.assert_allclose(grad(1), 0.5 * w.reshape(-1), rtol=1e-8)  # One step: a * w.
+
+
 def test_check_grads_unroll_and_converged_cg():
   q, theta, _ = _quadratic_problem()
   unrolled = lambda theta: idspn_jax.solve(
@@ -296,6 +343,11 @@ def test_simplex_projection_keeps_rows_on_the_simplex():
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), steps=0), "steps"),
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), tol=1e-3, backward="unroll"), "tol"),
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), clip_norm=-1.0), "clip_norm"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), backprop_steps=2), "truncates"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), steps=3, backward="unroll",
+                               backprop_steps=4), "backprop_steps must be"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), backward="unroll", backprop_steps=0),
+     "backprop_steps must be"),
     (lambda e: idspn_jax.solve(lambda y: y, jnp.zeros((N, D))), "scalar"),
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D), jnp.int32)), "floating"),
   ],

@@ -38,6 +38,8 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   config.model.learning_rate = 1.0
   config.model.momentum = 0.9
   config.model.backward = "approx"
+  # With backward "unroll": backpropagate through the last this many inner steps only (None: all).
+  config.model.backprop_steps = config_dict.placeholder(int)
   config.model.clip_norm = config_dict.placeholder(float)
   config.model.learn_start = True
   config.model.energy = "mse_regularized"

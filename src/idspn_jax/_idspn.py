@@ -42,6 +42,8 @@ class IDSPN(nn.Module):
     projection: ``None``, ``"simplex"`` (each row onto the probability simplex) or a callable.
     fspool_method: FSPool implementation (``"auto"``, ``"sort"``, ``"rank"``).
     loop_unroll: Unrolling of the inner loop (``unroll`` of `idspn_jax.solve`).
+    backprop_steps: With ``backward="unroll"``, backpropagate through the last this many inner
+      steps only (see `idspn_jax.solve`; None: all of them).
   """
 
   set_size: int
@@ -65,6 +67,7 @@ class IDSPN(nn.Module):
   cg_maxiter: int = 20
   fspool_method: str = "auto"
   loop_unroll: int | bool = 1
+  backprop_steps: int | None = None
 
   def _make_encoder(self) -> nn.Module:
     if self.encoder is not None:
@@ -158,6 +161,9 @@ class IDSPN(nn.Module):
       cg_ridge=self.cg_ridge,
       cg_maxiter=self.cg_maxiter,
       unroll=self.loop_unroll,
+      # A call with fewer steps (an evaluation's) backpropagates through all of them.
+      backprop_steps=(None if self.backprop_steps is None
+                      else min(self.backprop_steps, self.steps if steps is None else steps)),
     )
 
     # One batched solve (not a vmap of solves): the implicit backward then forms the

@@ -235,6 +235,7 @@ def solve(
   cg_maxiter: int = 20,
   linear_solve: LinearSolve | None = None,
   unroll: int | bool = 1,
+  backprop_steps: int | None = None,
   in_axes: int | tuple[int | None, ...] | None = None,
 ) -> jax.Array:
   """Minimises ``energy_fn(y, *args)`` over one set ``y`` (or a batch) by gradient descent.
@@ -254,6 +255,10 @@ def solve(
     ``H + cg_ridge * I`` (``H`` may be indefinite away from a minimum: the ridge keeps CG sane);
     normal-equation CG with a projection. Memory does not grow with ``steps`` either.
   * ``backward="unroll"`` backpropagates through every step (DSPN); memory grows with ``steps``.
+    With ``backprop_steps=K`` it backpropagates through the last K steps only (truncated
+    backpropagation): the first ``steps - K`` run without a tape, so the backward pass and its
+    memory cost K steps, and the gradient is the first K terms of the Neumann series of the
+    implicit one (once the loop has converged) instead of the Jacobian-free approximation.
 
   Gradients flow to every array leaf of ``args``; ``y0`` is only the starting point (it gets a
   gradient under ``"unroll"`` alone; pass it in ``args`` too if the energy uses it).
@@ -296,6 +301,8 @@ def solve(
       ``A = dF/dy``; overrides the one ``backward`` chooses.
     unroll: Loop unrolling of the forward ``fori_loop`` (``True``: fully unrolled, which
       also lets XLA's cost analysis count every step); ignored with ``tol``.
+    backprop_steps: With ``backward="unroll"``, backpropagate through the last this many
+      steps only (1 to ``steps``; None: all of them).
     in_axes: Solve a batch of independent sets (see above): 0 (everything batched) or one
       entry, 0 or None, per argument ``(y0, *args)``. A custom ``linear_solve`` then sees the
       whole batch (its operator is block-diagonal over the sets).
@@ -331,6 +338,15 @@ def solve(
         "tol (early stopping) needs a while_loop, which reverse-mode autodiff cannot unroll: "
         "use backward='approx' or 'cg', or drop tol"
       )
+  if backprop_steps is not None:
+    if backward != "unroll":
+      raise ValueError(f"backprop_steps={backprop_steps!r} truncates backward='unroll' only, "
+                       f"got backward={backward!r}")
+    if not (isinstance(backprop_steps, int) and 1 <= backprop_steps <= steps):
+      raise ValueError(f"backprop_steps must be an int from 1 to steps={steps}, got "
+                       f"{backprop_steps!r}")
+    if backprop_steps == steps:
+      backprop_steps = None
   if cg_maxiter < 1 or not cg_ridge >= 0:
     raise ValueError(f"cg_maxiter must be >= 1 and cg_ridge >= 0, got {cg_maxiter}, {cg_ridge}")
   _check_energy(energy_fn, y0, args, in_axes)
@@ -339,7 +355,7 @@ def solve(
     steps=steps, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
     nesterov=nesterov, clip_norm=clip_norm, projection=projection, project_start=project_start,
     tol=tol, backward=backward, cg_ridge=cg_ridge, cg_maxiter=cg_maxiter,
-    linear_solve=linear_solve, unroll=unroll, in_axes=in_axes,
+    linear_solve=linear_solve, unroll=unroll, backprop_steps=backprop_steps, in_axes=in_axes,
   )
   return _solve(y0, args, energy_fn=energy_fn, spec=spec)
 
@@ -361,6 +377,7 @@ class _Spec(NamedTuple):
   cg_maxiter: int
   linear_solve: LinearSolve | None
   unroll: int | bool
+  backprop_steps: int | None
   in_axes: tuple[int | None, ...] | None
 
 
@@ -417,7 +434,17 @@ def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> j
       y_start, opt_init(y_start), jnp.zeros((), jnp.int32),
       jnp.full(norm_shape, jnp.inf, y_start.dtype),
     )
-    if spec.tol is None:
+    if spec.tol is None and spec.backprop_steps is not None:
+      # Truncated backpropagation: the first steps see constant arguments (no tangents, so no
+      # tape), and the last backprop_steps start from their result as from a constant.
+      frozen = jax.lax.stop_gradient(args)
+      state = jax.lax.stop_gradient(jax.lax.fori_loop(
+        0, spec.steps - spec.backprop_steps, lambda _, s: step_fn(s, frozen), state,
+        unroll=spec.unroll))
+      state = jax.lax.fori_loop(
+        0, spec.backprop_steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll
+      )
+    elif spec.tol is None:
       state = jax.lax.fori_loop(
         0, spec.steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll
       )
