@@ -18,6 +18,7 @@ import pathlib
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, logging
@@ -28,7 +29,7 @@ from experiments.train import AUX_LOSSES
 from idspn_jax import losses, matching, metrics
 
 MODEL_KEYS = ("steps", "learning_rate", "momentum", "backward", "clip_norm", "learn_start",
-              "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool")
+              "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool", "backprop_steps")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_SYNTHETIC_ROOT = REPO_ROOT / "data" / "clevr_synth"
 
@@ -51,6 +52,9 @@ class ClevrModel(nn.Module):
       ``batch_norm`` is set, and without one its z grew without bound (|z| ~ 1e16 after 1000
       steps of the CPU config): the inner gradient is clipped once it is large, so the set
       stops depending on z, while the Jacobian-free backward still pushes z the same way.
+    restarts: At inference (``train=False``), run iDSPN from this many random start sets and
+      keep, per image, the set of lowest energy (the inner loop's own objective, no labels):
+      a better minimum of the same energy. Training always uses one start.
     idspn: Keyword options of `idspn_jax.IDSPN`.
     set_size: N, objects per image (10).
     set_dim: D, features per object (19).
@@ -65,6 +69,7 @@ class ClevrModel(nn.Module):
   latent_norm: bool = False
   decoder: str = "idspn"
   target_energy_weight: float = 0.0
+  restarts: int = 1
   set_size: int = clevr_data.SET_SIZE
   set_dim: int = clevr_data.OBJECT_DIM
 
@@ -96,7 +101,18 @@ class ClevrModel(nn.Module):
       set_size=self.set_size, set_dim=self.set_dim, latent=self.latent, hidden=self.hidden,
       name="decoder", **self.idspn,
     )
-    pred = decoder(z, steps=steps)  # [B, N, D]
+    if not (isinstance(self.restarts, int) and self.restarts >= 1):
+      raise ValueError(f"eval.restarts must be an int >= 1, got {self.restarts!r}")
+    if train or self.restarts == 1:
+      pred = decoder(z, steps=steps)  # [B, N, D]
+    else:
+      # Inference from several random start sets: each image keeps the set of lowest energy.
+      b, r = z.shape[0], self.restarts
+      z_all = jnp.tile(z, (r, 1))  # [R * B, K]
+      sets = decoder(z_all, steps=steps)  # [R * B, N, D]
+      energy = decoder.target_energy(z_all, sets).reshape(r, b)  # [R, B]
+      best = jnp.argmin(energy, axis=0)  # [B]
+      pred = sets.reshape(r, b, *sets.shape[1:])[best, jnp.arange(b)]  # [B, N, D]
     if train and self.target_energy_weight and "set" in batch:
       # Only z is pulled toward the true set's code: with g trained too, the two shrank
       # together toward a constant code.
@@ -113,6 +129,7 @@ def create_model(config: ml_collections.ConfigDict) -> ClevrModel:
     encoder_options=dict(config.model.encoder_options),
     latent_norm=config.model.latent_norm, decoder=config.model.decoder,
     target_energy_weight=config.model.target_energy_weight,
+    restarts=config.eval.restarts,
     idspn={k: config.model[k] for k in MODEL_KEYS},
   )
 

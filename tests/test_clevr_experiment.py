@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+import idspn_jax
 from experiments import clevr, clevr_data, clevr_plots, train
 from experiments.configs import clevr as clevr_config
 
@@ -135,6 +136,44 @@ def test_the_mlp_decoder_baseline():
   config.model.decoder = "slots"
   with pytest.raises(ValueError, match="unknown decoder"):
     clevr.create_model(config).init(jax.random.key(0), {"image": images})
+
+
+def test_restarts_keep_one_of_the_candidate_sets_per_image():
+  """``eval.restarts=R`` predicts, per image, one of the R sets that single-start inference
+  gives on the batch tiled R times (the same start draws), the one of lowest energy."""
+  config = clevr_config.get_config("test")
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.random((3, config.data.image_size, config.data.image_size, 3),
+                               dtype=np.float32)}
+  rngs = {"start": jax.random.key(1)}
+  single = clevr.create_model(config)
+  variables = single.init({"params": jax.random.key(0)} | rngs, batch)
+  config.eval.restarts = 4
+  multi = clevr.create_model(config)
+  pred = np.asarray(multi.apply(variables, batch, rngs=rngs))  # [3, 10, 19]
+  tiled = {"image": np.tile(batch["image"], (4, 1, 1, 1))}
+  candidates = np.asarray(single.apply(variables, tiled, rngs=rngs)).reshape(4, 3, 10, 19)
+  chosen = [int(np.argmin(np.abs(candidates[:, b] - pred[b]).max(axis=(1, 2))))
+            for b in range(3)]
+  for b, r in enumerate(chosen):
+    np.testing.assert_allclose(pred[b], candidates[r, b], rtol=1e-6, atol=1e-7)
+  # Each image's energy 0.5 * mean_k (g(Y) - z)^2 at the kept set is the lowest of the four.
+  decoder = idspn_jax.IDSPN(set_size=10, set_dim=19, latent=config.model.latent,
+                            hidden=config.model.hidden,
+                            **{k: config.model[k] for k in clevr.MODEL_KEYS})
+  _, inter = single.apply(variables, tiled, rngs=rngs, capture_intermediates=True,
+                          mutable=["intermediates"])
+  (z,) = inter["intermediates"]["latent_norm"]["__call__"]  # [12, K]: z, layer-normalised
+  energy = decoder.apply({"params": variables["params"]["decoder"]}, z,
+                         candidates.reshape(12, 10, 19), method="target_energy").reshape(4, 3)
+  assert chosen == [int(i) for i in np.argmin(np.asarray(energy), axis=0)]
+  # Training uses one start whatever restarts says.
+  train_pred, _ = multi.apply(variables, batch | {"set": np.zeros((3, 10, 19), np.float32)},
+                              train=True, rngs=rngs, mutable=["batch_stats", train.AUX_LOSSES])
+  assert train_pred.shape == (3, 10, 19)
+  config.eval.restarts = 0
+  with pytest.raises(ValueError, match="restarts"):
+    clevr.create_model(config).apply(variables, batch, rngs=rngs)
 
 
 def test_the_representation_loss_is_sown_in_training_only():
