@@ -1,10 +1,13 @@
 """Training-step time of the CLEVR model (`:paper128` / `:paper256` settings) on random images.
 
   python -m benchmarks.bench_clevr_step [paper128|paper256|small] [inner_steps] [conv_impl] [reps]
+      [backward]
   IDSPN_JAX_HUGE_PAGES=0 python -m benchmarks.bench_clevr_step small 20 auto 60   # without
 
 ``conv_impl`` ("auto", "xla" or "patches") chooses how the image encoder's convolutions are
-computed (``experiments.image_encoders.Conv``); ``reps`` steps are timed. Besides the median step
+computed (``experiments.image_encoders.Conv``); ``reps`` steps are timed. ``backward`` overrides
+the config's inner backward: ``approx``, ``cg``, ``unroll`` (every inner step backpropagated) or
+``unroll:K`` (the last K only); default: the config's. Besides the median step
 time it reports, per timed step, the process's minor page faults and its user and kernel CPU
 time (``getrusage``), and whether the process runs with transparent huge pages
 (``experiments/_hugepages.py``).
@@ -29,9 +32,13 @@ from experiments.configs import clevr as clevr_config
 
 
 def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
-        conv_impl: str = "auto") -> dict:
+        conv_impl: str = "auto", backward: str | None = None) -> dict:
   config = clevr_config.get_config(variant)
   config.model.encoder_options.conv_impl = conv_impl
+  if backward is not None:
+    mode, _, kept = backward.partition(":")
+    config.model.backward = mode
+    config.model.backprop_steps = int(kept) if kept else None
   size, batch_size = config.data.image_size, config.train.batch_size
   rng = np.random.default_rng(0)
   batch = {
@@ -48,12 +55,14 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
   placed = train.shard_batch(batch, mesh)
   step = jax.jit(functools.partial(train.train_step, task=task, inner_steps=inner_steps))
   compiled = step.lower(state, placed).compile()
-  common.block(compiled(state, placed))
+  for _ in range(4):  # The first steps run slower (the allocator and its pages warm up).
+    common.block(compiled(state, placed))
   before = resource.getrusage(resource.RUSAGE_SELF)
   seconds = common.median_time(lambda: compiled(state, placed), repeats=repeats, warmup=0)
   after = resource.getrusage(resource.RUSAGE_SELF)
   return {
     "variant": variant, "inner_steps": inner_steps, "conv_impl": conv_impl,
+    "backward": config.model.backward, "backprop_steps": config.model.backprop_steps,
     "batch": batch_size, "image_size": size,
     "seconds_per_step": seconds, "images_per_second": batch_size / seconds,
     "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / repeats,
@@ -68,4 +77,5 @@ if __name__ == "__main__":
   args = sys.argv[1:]
   print(json.dumps(run(args[0] if args else "paper128", int(args[1]) if len(args) > 1 else 40,
                        conv_impl=args[2] if len(args) > 2 else "auto",
-                       repeats=int(args[3]) if len(args) > 3 else 5)))
+                       repeats=int(args[3]) if len(args) > 3 else 5,
+                       backward=args[4] if len(args) > 4 else None)))

@@ -38,7 +38,7 @@ def run(quick: bool = False) -> dict:
     for _ in range(steps):
       next(iterator)
     pipeline = steps * batch / (time.perf_counter() - start)
-  model = bench_clevr_step.run("small", config.model.steps, repeats=3 if quick else 5)
+  model = bench_clevr_step.run("small", config.model.steps, repeats=3 if quick else 20)
   return {
     "image_size": size, "batch": batch, "pipeline_images_per_second": pipeline,
     "model_images_per_second": model["images_per_second"],
