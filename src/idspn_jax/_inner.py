@@ -261,7 +261,8 @@ def solve(
     implicit one (once the loop has converged) instead of the Jacobian-free approximation.
 
   Gradients flow to every array leaf of ``args``; ``y0`` is only the starting point (it gets a
-  gradient under ``"unroll"`` alone; pass it in ``args`` too if the energy uses it).
+  gradient under ``"unroll"`` alone, and not with ``backprop_steps``; pass it in ``args`` too if
+  the energy uses it).
 
   With ``tol``, the loop stops once the gradient norm falls under ``tol`` (a ``while_loop``).
   Only the implicit modes allow this: reverse-mode autodiff cannot run through a
