@@ -153,6 +153,7 @@ def test_restarts_keep_one_of_the_candidate_sets_per_image():
   pred = np.asarray(multi.apply(variables, batch, rngs=rngs))  # [3, 10, 19]
   tiled = {"image": np.tile(batch["image"], (4, 1, 1, 1))}
   candidates = np.asarray(single.apply(variables, tiled, rngs=rngs)).reshape(4, 3, 10, 19)
+  assert not np.allclose(candidates[0], candidates[1])  # The starts matter: a real choice.
   chosen = [int(np.argmin(np.abs(candidates[:, b] - pred[b]).max(axis=(1, 2))))
             for b in range(3)]
   for b, r in enumerate(chosen):

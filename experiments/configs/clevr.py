@@ -126,9 +126,10 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     # loop is far from a stationary point early in training, where the Jacobian-free
     # gradient kept the set independent of the image for 1000+ steps on this config.
     config.model.backward = "unroll"
-    # ... through the last 5 of the 20 inner steps only: the step is 1.5x faster (55.8 against
-    # 86.1 ms) and, after a slower first 2,000 steps, learns as much per step (AP_inf 73.2
-    # against 71.9 at 8,000 steps, 83.5 against 83.1 at 14,000; see the README).
+    # ... through the last 5 of the 20 inner steps only: the step is 1.5x faster (58.3 against
+    # 89.2 ms, benchmarks.bench_clevr_step) and, after a slower first 2,000 steps, learns as
+    # much per step (AP_inf 73.2 against 71.9 at 8,000 steps, 83.5 against 83.1 at 14,000; see
+    # the README).
     config.model.backprop_steps = 5
     config.model.hidden = 256
     config.model.latent = 256
@@ -147,13 +148,13 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     # learned colour later here (AP_inf 8.2 against 13.0 at 2,000 steps, see the README).
     config.train.inner_steps_schedule = False
     # Half an hour on 2 cores of an AVX-512 AMD EPYC (about 16 steps/s with huge pages, see
-    # experiments/_hugepages.py; the README has the run); the slower machines of earlier
-    # sessions (about 5 steps/s with the full backward, without huge pages) need well over an
-    # hour, and there about a third of the steps is the half-hour run.
+    # experiments/_hugepages.py; the README has the run); the machines of earlier sessions ran
+    # the step about 1.75x slower, so there this takes nearer an hour and about 15,000 steps
+    # (drop at 13,500) fit the half hour.
     config.train.steps = 26000
     config.train.lr_drop_step = 24500
-    # An evaluation (4 x 80 inner steps on 500 images, and its picture) costs about 10 s here,
-    # a checkpoint about 1 s.
+    # An evaluation (4 x 80 inner steps on 500 images, its picture and the best checkpoint)
+    # costs about 8 s here, a checkpoint under 1 s.
     config.train.eval_every = 5000
     config.train.checkpoint_every = 2500
     config.eval.batch_size = 100

@@ -257,8 +257,9 @@ def solve(
   * ``backward="unroll"`` backpropagates through every step (DSPN); memory grows with ``steps``.
     With ``backprop_steps=K`` it backpropagates through the last K steps only (truncated
     backpropagation): the first ``steps - K`` run without a tape, so the backward pass and its
-    memory cost K steps, and the gradient is the first K terms of the Neumann series of the
-    implicit one (once the loop has converged) instead of the Jacobian-free approximation.
+    memory cost K steps. For plain gradient descent from a converged loop the gradient is the
+    first K terms of the Neumann series of the implicit one (the Jacobian-free approximation is
+    the first term alone).
 
   Gradients flow to every array leaf of ``args``; ``y0`` is only the starting point (it gets a
   gradient under ``"unroll"`` alone, and not with ``backprop_steps``; pass it in ``args`` too if
