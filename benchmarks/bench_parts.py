@@ -36,6 +36,21 @@ def _ranks(n: int, broadcast: bool):
   return fn
 
 
+def _ranks_compare_or_tie(x):
+  """The earlier streamed form: ``(x_j < x_i) | ((x_j == x_i) & (j < i))``, 8 elements j per
+  loop step (what `_sort_ranks`' one select per pair replaced)."""
+  b, n, k = x.shape
+  index = jnp.arange(n)[None, :, None, None]  # [1, N(i), 1, 1]
+
+  def count(block, ranks):
+    xj = jax.lax.dynamic_slice_in_dim(x, block * 8, 8, axis=1)[:, None]  # [B, 1, 8, K]
+    j = (block * 8 + jnp.arange(8))[None, None, :, None]  # [1, 1, 8, 1]
+    before = (xj < x[:, :, None]) | ((xj == x[:, :, None]) & (j < index))  # [B, N, 8, K]
+    return ranks + jnp.sum(before, axis=2, dtype=jnp.int16)
+
+  return jax.lax.fori_loop(0, n // 8, count, jnp.zeros(x.shape, jnp.int16)).astype(jnp.int32)
+
+
 def run() -> dict:
   key = jax.random.key(0)
   out = {}
@@ -47,12 +62,13 @@ def run() -> dict:
     out[name] = {
       "matmul (B*N, K) @ (K, K)": _ms(jnp.dot, h, w),
       "ranks, one broadcast comparison": _ms(_ranks(n, True), x),
-      "ranks, blocked loop (8 per step, int16)": _ms(_ranks(n, False), x),
+      "ranks, loop over elements (one select per pair)": _ms(_ranks(n, False), x),
+      "ranks, loop over blocks of 8 (compare or tie)": _ms(_ranks_compare_or_tie, x),
       "argsort (XLA sort)": _ms(lambda x: jnp.argsort(x, axis=-2), x),
     }
     if name == "numbering":
       y = jax.random.normal(key, (b, n, n), jnp.float32)
-      for method in ("sort", "count"):
+      for method in ("sort", "count", "pivot"):
         out[name][f"simplex projection, {method}"] = _ms(
           lambda y, m=method: idspn_jax.project_rows_to_simplex(y, method=m), y)
   out.update(encoder_gradients())

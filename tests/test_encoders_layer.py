@@ -248,19 +248,24 @@ def test_layer_bad_input(kwargs, call, message):
 
 
 
-def test_simplex_projection_by_counting_equals_the_sort():
+@pytest.mark.parametrize("method", ["count", "pivot"])
+def test_simplex_projection_without_sort_equals_the_sort(method):
   y = jax.random.normal(jax.random.key(0), (5, 7, 9))
   # Equal elements in every row (a value exactly at the threshold, a kink where either
   # one-sided derivative is right, is avoided by continuous values).
   y = y.at[..., 1].set(y[..., 0]).at[..., 4].set(y[..., 3])
+  # Rows the pivoting needs many passes for (a geometric spread drops one element a pass), a
+  # constant row (every element in the support) and a single dominant element.
+  y = y.at[0, 0].set(2.0 ** -jnp.arange(9)).at[0, 1].set(0.3).at[0, 2].set(jnp.eye(9)[4] * 5)
   g = jax.random.normal(jax.random.key(1), y.shape)
   outs, grads = {}, {}
-  for method in ("sort", "count"):
-    out, vjp = jax.vjp(lambda y: idspn_jax.project_rows_to_simplex(y, method=method), y)
-    outs[method], grads[method] = out, vjp(g)[0]
-  np.testing.assert_allclose(outs["count"], outs["sort"], atol=1e-12)
-  np.testing.assert_allclose(jnp.sum(outs["count"], -1), 1.0, rtol=1e-12)
-  np.testing.assert_allclose(grads["count"], grads["sort"], atol=1e-12)
+  for m in ("sort", method):
+    out, vjp = jax.vjp(lambda y, m=m: idspn_jax.project_rows_to_simplex(y, method=m), y)
+    outs[m], grads[m] = out, vjp(g)[0]
+  np.testing.assert_allclose(outs[method], outs["sort"], atol=1e-12)
+  np.testing.assert_allclose(jnp.sum(outs[method], -1), 1.0, rtol=1e-12)
+  np.testing.assert_allclose(grads[method], grads["sort"], atol=1e-12)
+  np.testing.assert_allclose(outs[method][0, 1], jnp.full(9, 1 / 9), rtol=1e-12)
   with pytest.raises(ValueError, match="unknown method"):
     idspn_jax.project_rows_to_simplex(y, method="bisect")
 

@@ -172,7 +172,7 @@ def test_parameter_gradients_match_reference(reference_dir, name):
     )
 
 
-@pytest.mark.parametrize("method", ["sort", "count"])
+@pytest.mark.parametrize("method", ["sort", "count", "pivot"])
 def test_simplex_projection_matches_reference(reference_dir, method):
   data = np.load(reference_dir / "simplex_projection.npz")
   x = jnp.asarray(data["x"])
