@@ -66,8 +66,14 @@ def _sort_ranks(x: jax.Array) -> jax.Array:
   on XLA:CPU), and each pair costs one comparison and one select. For small N the counts come
   from one [..., N, N, K] comparison; for larger N they are accumulated one element j at a time
   in 16-bit counters (a loop unrolled 8 ways), which streams over [..., N, K] arrays: 2x faster
-  than the compare-or-tie form of the same count, 20x faster than the one comparison at N = 64
+  than the compare-or-tie form of the same count, 15x faster than the one comparison at N = 64
   (`python -m benchmarks.bench_parts`).
+
+  The select's mask (``j < i``) depends on indices alone. Inside a loop that is differentiated
+  (``backward="unroll"``), JAX's partial evaluation would hoist such a computation out of the
+  loop and materialise the mask broadcast to the full [..., N, K] shape for every j (134 MB
+  per inner step at the numbering config, 1.5x slower steps); passing the small mask through
+  `jax.lax.optimization_barrier` with the data ties it to the data, so it stays [N, 1].
 
   Args:
     x: Array of shape [..., N, K].
@@ -84,6 +90,7 @@ def _sort_ranks(x: jax.Array) -> jax.Array:
     xj = x[..., None, :, :]  # [..., 1, N, K]
     earlier = (index[None, :] < index[:, None])[:, :, None]  # [N(i), N(j), 1]: j < i
     earlier = earlier.reshape((1,) * axis + earlier.shape)  # [..., N, N, 1]
+    earlier, xj = jax.lax.optimization_barrier((earlier, xj))  # see above
     before = jnp.where(earlier, xj <= xi, xj < xi)  # [..., N, N, K]
     return jnp.sum(before, axis=-2, dtype=jnp.int32)  # [..., N, K]
 
@@ -92,8 +99,9 @@ def _sort_ranks(x: jax.Array) -> jax.Array:
 
   def count(j, ranks):
     xj = jax.lax.dynamic_slice_in_dim(x, j, 1, axis=axis)  # [..., 1, K]
+    earlier, xj = jax.lax.optimization_barrier((j < rows, xj))  # [..., N, 1]: see above
     # Element j comes before element i when x_j < x_i, or when they tie and j < i.
-    before = jnp.where(j < rows, xj <= x, xj < x)  # [..., N, K]
+    before = jnp.where(earlier, xj <= x, xj < x)  # [..., N, K]
     return ranks + before.astype(counter)
 
   ranks = jax.lax.fori_loop(0, n, count, jnp.zeros(x.shape, counter), unroll=min(n, 8))
