@@ -11,7 +11,7 @@ import jax.numpy as jnp
 POOLS = ("fs", "rnfs", "sum", "mean")
 
 #: FSPool ranks of sets up to this size come from one broadcast comparison, larger ones from a
-#: blocked loop (measured faster on XLA:CPU on either side of it).
+#: loop over elements (measured faster on XLA:CPU on either side of it).
 BROADCAST_RANKS_UP_TO = 16
 
 
@@ -65,9 +65,9 @@ def _sort_ranks(x: jax.Array) -> jax.Array:
   ``rank_i = #{j < i : x_j <= x_i} + #{j > i : x_j < x_i}``. No sort is needed (sorts are slow
   on XLA:CPU), and each pair costs one comparison and one select. For small N the counts come
   from one [..., N, N, K] comparison; for larger N they are accumulated one element j at a time
-  in 16-bit counters (a loop unrolled 8 ways), which streams over [..., N, K] arrays: 2x faster
-  than the compare-or-tie form of the same count, 15x faster than the one comparison at N = 64
-  (`python -m benchmarks.bench_parts`).
+  in 16-bit counters (a loop unrolled 8 ways), which streams over [..., N, K] arrays: at N = 64,
+  1.4-1.8x faster than the compare-or-tie form of the same count and 10-15x faster than the one
+  comparison (`python -m benchmarks.bench_parts`, two runs).
 
   The select's mask (``j < i``) depends on indices alone. Inside a loop that is differentiated
   (``backward="unroll"``), JAX's partial evaluation would hoist such a computation out of the
