@@ -50,14 +50,8 @@ def _simplex_threshold_by_pivoting(rows: jax.Array, scale: float) -> jax.Array:
   from ``S`` every element at or below ``tau``; repeat until ``S`` stops changing. ``tau`` never
   decreases and never passes the true threshold, so every dropped element is outside the
   optimal support and the loop ends there after at most D passes (a handful in practice: each
-  pass is one masked sum over the rows).
-
-  Args:
-    rows: Rows of shape [R, D].
-    scale: What each projected row sums to.
-
-  Returns:
-    Thresholds of shape [R, 1].
+  pass is one masked sum over the rows). Arguments and result as
+  `_simplex_threshold_by_counting`'s.
   """
   rows = jax.lax.stop_gradient(rows)
   d = rows.shape[-1]
