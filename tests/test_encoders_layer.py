@@ -274,8 +274,8 @@ def test_simplex_projection_without_sort_equals_the_sort(method):
 
 def test_fspool_rank_mask_stays_small_in_a_differentiated_loop():
   """Backpropagating through a loop over FSPool (``backward="unroll"``) must not make JAX hoist
-  the rank loop's index mask out as a [steps, B, N, K] array (what a plain `jnp.where` on the
-  broadcast mask did: 1.5x slower numbering steps)."""
+  the rank loop's index mask out as an [N, B, N, K] array, one full-size mask per element j
+  (what a plain `jnp.where` on the broadcast mask did: 1.5x slower DSPN numbering steps)."""
   from idspn_jax._encoders import _sort_ranks
 
   b, n, k = 2, 32, 4

@@ -436,19 +436,16 @@ def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> j
       y_start, opt_init(y_start), jnp.zeros((), jnp.int32),
       jnp.full(norm_shape, jnp.inf, y_start.dtype),
     )
-    if spec.tol is None and spec.backprop_steps is not None:
-      # Truncated backpropagation: the first steps see constant arguments (no tangents, so no
-      # tape), and the last backprop_steps start from their result as from a constant.
-      frozen = jax.lax.stop_gradient(args)
-      state = jax.lax.stop_gradient(jax.lax.fori_loop(
-        0, spec.steps - spec.backprop_steps, lambda _, s: step_fn(s, frozen), state,
-        unroll=spec.unroll))
+    if spec.tol is None:
+      frozen_steps = 0 if spec.backprop_steps is None else spec.steps - spec.backprop_steps
+      if frozen_steps:
+        # Truncated backpropagation: the first steps see constant arguments (no tangents, so
+        # no tape), and the last backprop_steps start from their result as from a constant.
+        frozen = jax.lax.stop_gradient(args)
+        state = jax.lax.stop_gradient(jax.lax.fori_loop(
+          0, frozen_steps, lambda _, s: step_fn(s, frozen), state, unroll=spec.unroll))
       state = jax.lax.fori_loop(
-        0, spec.backprop_steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll
-      )
-    elif spec.tol is None:
-      state = jax.lax.fori_loop(
-        0, spec.steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll
+        0, spec.steps - frozen_steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll
       )
     else:
       keep_going = lambda s: (s.step < spec.steps) & jnp.any(s.grad_norm >= spec.tol)

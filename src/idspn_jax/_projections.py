@@ -9,6 +9,13 @@ import optax
 PROJECTION_METHODS = ("auto", "sort", "count", "pivot")
 
 
+def _threshold_on_support(rows: jax.Array, support: jax.Array, scale: float) -> jax.Array:
+  """``tau = (sum_S y - scale) / |S|`` for each row's support ``S``; [R, D] -> [R, 1] (an empty
+  support counts as one element, so that no row divides by zero)."""
+  size = jnp.maximum(jnp.sum(support, axis=-1, keepdims=True, dtype=rows.dtype), 1)
+  return (jnp.sum(jnp.where(support, rows, 0.0), axis=-1, keepdims=True) - scale) / size
+
+
 def _simplex_threshold_by_counting(rows: jax.Array, scale: float) -> jax.Array:
   """Each row's simplex threshold without a sort (no gradient: only the support is used).
 
@@ -56,17 +63,14 @@ def _simplex_threshold_by_pivoting(rows: jax.Array, scale: float) -> jax.Array:
   rows = jax.lax.stop_gradient(rows)
   d = rows.shape[-1]
 
-  def threshold(support):
-    size = jnp.maximum(jnp.sum(support, axis=-1, keepdims=True, dtype=rows.dtype), 1)
-    return (jnp.sum(jnp.where(support, rows, 0.0), axis=-1, keepdims=True) - scale) / size
-
   def body(carry):
     support, tau, _, passes = carry
     smaller = support & (rows > tau)  # [R, D]
-    return smaller, threshold(smaller), jnp.any(smaller != support), passes + 1
+    changed = jnp.any(smaller != support)
+    return smaller, _threshold_on_support(rows, smaller, scale), changed, passes + 1
 
   support = jnp.ones(rows.shape, bool)
-  carry = (support, threshold(support), jnp.array(True), jnp.array(0))
+  carry = (support, _threshold_on_support(rows, support, scale), jnp.array(True), jnp.array(0))
   keep_going = lambda carry: carry[2] & (carry[3] < d)
   return jax.lax.while_loop(keep_going, body, carry)[1]  # [R, 1]
 
@@ -107,7 +111,5 @@ def project_rows_to_simplex(
     # that autodiff sees tau = (sum_S y - scale) / |S| and gives the projection's Jacobian.
     find = _simplex_threshold_by_counting if method == "count" else _simplex_threshold_by_pivoting
     support = rows > find(rows, scale)  # [R, D]
-    size = jnp.sum(support, axis=-1, keepdims=True)  # [R, 1]
-    tau = (jnp.sum(jnp.where(support, rows, 0.0), axis=-1, keepdims=True) - scale) / size
-    out = jax.nn.relu(rows - tau)
+    out = jax.nn.relu(rows - _threshold_on_support(rows, support, scale))
   return out.reshape(y.shape)  # [..., D]
