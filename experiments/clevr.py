@@ -29,7 +29,8 @@ from experiments.train import AUX_LOSSES
 from idspn_jax import losses, matching, metrics
 
 MODEL_KEYS = ("steps", "learning_rate", "momentum", "backward", "clip_norm", "learn_start",
-              "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool", "backprop_steps")
+              "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool", "backprop_steps",
+              "implicit_at")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_SYNTHETIC_ROOT = REPO_ROOT / "data" / "clevr_synth"
 

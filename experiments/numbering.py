@@ -36,7 +36,8 @@ REFERENCE_WIDTHS = {
   "bilstm": 64,
 }
 # Config fields of the inner optimisation of (i)DSPN that override the model's defaults.
-INNER_KEYS = ("steps", "learning_rate", "momentum", "clip_norm", "backward", "project_start")
+INNER_KEYS = ("steps", "learning_rate", "momentum", "clip_norm", "backward", "project_start",
+              "implicit_at")
 
 
 def check_model_name(name: str) -> None:

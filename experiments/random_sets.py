@@ -18,7 +18,7 @@ from idspn_jax import losses
 
 MODEL_KEYS = ("steps", "learning_rate", "momentum", "backward", "clip_norm", "learn_start",
               "energy", "cg_ridge", "cg_maxiter", "fspool_method", "pool", "loop_unroll",
-              "backprop_steps")
+              "backprop_steps", "implicit_at")
 
 
 class SetAutoencoder(nn.Module):

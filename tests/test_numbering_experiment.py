@@ -49,19 +49,9 @@ def test_reference_forward_loss_and_gradients(reference_dir, name):
   model, variables, data, grads = _reference_model(reference_dir, name)
   apply = lambda v, steps: model.apply(v, data["x"], y0=data["set_0"], steps=steps)
 
-  if name == "e2e_exp1_dspn":
-
-    def loss_fn(v):
-      out = apply(v, 5)  # [B, S, S]
-      return _loss(data, out), out
-
-  else:
-    # As tests/test_reference_e2e.py: the reference's Jacobian-free gradient is taken at the
-    # iterate before the last step, with the last step's move held constant.
-    def loss_fn(v):
-      before_last = apply(v, 4)  # [B, S, S]
-      out = jax.lax.stop_gradient(apply(v, 5))  # [B, S, S]
-      return _loss(data, before_last + jax.lax.stop_gradient(out - before_last)), out
+  def loss_fn(v):  # the library's own gradient, for iDSPN's Jacobian-free one too
+    out = apply(v, 5)  # [B, S, S]
+    return _loss(data, out), out
 
   # Jitted (one compile gives the output, the loss and the gradients): eager inner loops
   # dispatch op by op and take far longer than a compile.

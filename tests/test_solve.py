@@ -77,6 +77,88 @@ def test_approx_differs_from_exact_when_the_hessian_is_not_the_identity():
   assert float(approx @ exact) > 0
 
 
+def _coupled_energy(y, theta):
+  """A nonlinear energy whose mixed second derivative depends on y (so the point matters)."""
+  return 0.5 * jnp.sum((theta * y - 1.0) ** 2) + 0.05 * jnp.sum(y**4)
+
+
+UNCONVERGED = dict(steps=4, learning_rate=0.3, momentum=0.9)
+
+
+def _iterates(theta, steps, **options):
+  """Y_0 ... Y_steps of Nesterov SGD (optax's, as the default) on `_coupled_energy`."""
+  opt = optax.sgd(options["learning_rate"], momentum=options["momentum"], nesterov=True)
+  y = jnp.zeros((N, D))
+  state, ys = opt.init(y), [y]
+  for _ in range(steps):
+    updates, state = opt.update(jax.grad(_coupled_energy)(y, theta), state)
+    y = y + updates
+    ys.append(y)
+  return ys
+
+
+def _implicit_grad_by_hand(y, theta, v, backward):
+  """The implicit gradient of <v, y*(theta)> taken at the point y, written out."""
+  grad_y = lambda theta: jax.grad(_coupled_energy)(y, theta)  # d/dtheta of grad_y L at y
+  if backward == "approx":  # args_bar = (dF/dtheta)^T v with F = -grad_y L
+    return -jax.vjp(grad_y, theta)[1](v)[0]
+  hessian = jax.hessian(_coupled_energy)(y, theta).reshape(N * D, N * D)
+  u = jnp.linalg.solve(hessian, v.reshape(-1)).reshape(N, D)  # H^-1 v
+  return -jax.vjp(grad_y, theta)[1](u)[0]
+
+
+@pytest.mark.parametrize("backward", ["approx", "cg"])
+def test_implicit_gradient_is_taken_before_the_last_step(backward):
+  """The default takes the implicit gradient at Y_{T-1}, as the reference; "final" at Y_T."""
+  theta = jnp.linspace(0.8, 1.6, N * D).reshape(N, D)
+  v = jnp.linspace(-1.0, 1.0, N * D).reshape(N, D)
+  ys = _iterates(theta, **UNCONVERGED)
+  options = dict(backward=backward, cg_ridge=0.0, cg_maxiter=100, **UNCONVERGED)
+
+  def run(theta, at):
+    return idspn_jax.solve(_coupled_energy, jnp.zeros((N, D)), theta, implicit_at=at, **options)
+
+  grads = {}
+  for at in ("previous", "final"):
+    out, vjp = jax.vjp(lambda t: run(t, at), theta)
+    np.testing.assert_allclose(out, ys[-1], rtol=1e-12)  # the same forward pass
+    grads[at] = vjp(v)[0]
+  rtol = 1e-9 if backward == "approx" else 1e-4  # CG stops at a relative residual of 1e-5
+  np.testing.assert_allclose(
+    grads["previous"], _implicit_grad_by_hand(ys[-2], theta, v, backward), rtol=rtol)
+  np.testing.assert_allclose(
+    grads["final"], _implicit_grad_by_hand(ys[-1], theta, v, backward), rtol=rtol)
+  assert not np.allclose(grads["previous"], grads["final"], rtol=1e-2)  # unconverged
+
+
+def test_one_step_takes_the_implicit_gradient_at_the_start():
+  theta = jnp.linspace(0.8, 1.6, N * D).reshape(N, D)
+  v = jnp.ones((N, D))
+  start = jnp.full((N, D), 0.3)
+  grad = jax.grad(lambda t: jnp.sum(v * idspn_jax.solve(_coupled_energy, start, t, steps=1)))(
+    theta)
+  expected = -jax.vjp(lambda t: jax.grad(_coupled_energy)(start, t), theta)[1](v)[0]
+  np.testing.assert_allclose(grad, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+  "options",
+  [dict(clip_norm=0.05), dict(projection=idspn_jax.project_rows_to_simplex),
+   dict(optimizer=optax.adam(0.1))],
+  ids=["clip", "simplex", "adam"],
+)
+def test_the_last_step_keeps_its_clipping_projection_and_optimiser_state(options):
+  """Only the backward pass changes with implicit_at: the forward pass is the same steps."""
+  theta = jnp.linspace(0.8, 1.6, N * D).reshape(N, D)
+  run = lambda at, steps=6: idspn_jax.solve(
+    _coupled_energy, jnp.full((N, D), 0.2), theta, steps=steps, implicit_at=at, **options)
+  unrolled = idspn_jax.solve(_coupled_energy, jnp.full((N, D), 0.2), theta, steps=6,
+                             backward="unroll", **options)
+  np.testing.assert_array_equal(run("previous"), run("final"))
+  np.testing.assert_allclose(run("previous"), unrolled, rtol=1e-12)
+  assert not np.allclose(run("previous", steps=5), unrolled)
+
+
 def test_unroll_equals_autodiff_of_a_python_loop():
   q, theta, w = _quadratic_problem()
   y0 = jnp.full((N, D), 0.3)
@@ -237,8 +319,11 @@ def _batched_or_vmapped(params, z, y0, w, *, batched, options):
     dict(backward="unroll", shared_start=True),
     dict(backward="approx", tol=0.02, steps=50),  # sets stop at different steps
     dict(backward="cg", projection=idspn_jax.project_rows_to_simplex, cg_maxiter=3),
+    dict(backward="approx", implicit_at="final", clip_norm=0.05),
+    dict(backward="cg", implicit_at="final", tol=0.02, steps=50, cg_maxiter=3),
   ],
-  ids=["approx-clip", "cg", "unroll-shared-start", "tol", "cg-simplex"],
+  ids=["approx-clip", "cg", "unroll-shared-start", "tol", "cg-simplex", "approx-final",
+       "cg-final-tol"],
 )
 def test_in_axes_equals_vmap(options):
   """A batched solve is vmap's result, values and gradients, with every option per set."""
@@ -323,6 +408,15 @@ def test_tol_stops_early_and_still_differentiates():
   assert not np.allclose(loose, y, atol=1e-3)
   grad = jax.grad(lambda t: jnp.sum(w * run(t, 1e-6)))(theta)
   assert np.all(np.isfinite(grad))
+  # The early stop's gradient is the fixed-step run's: taken before the last step it took.
+  k = next(k for k, y_k in enumerate(fixed, 1) if bool(jnp.all(loose == y_k)))
+  for at in ("previous", "final"):
+    stopped = jax.grad(lambda t: jnp.sum(w * idspn_jax.solve(
+      quadratic_energy, jnp.zeros((N, D)), q, t, steps=10_000, tol=0.5, implicit_at=at,
+      **options)))(theta)
+    fixed_grad = jax.grad(lambda t: jnp.sum(w * idspn_jax.solve(
+      quadratic_energy, jnp.zeros((N, D)), q, t, steps=k, implicit_at=at, **options)))(theta)
+    np.testing.assert_allclose(stopped, fixed_grad, rtol=1e-12)
 
 
 def test_simplex_projection_keeps_rows_on_the_simplex():
@@ -344,6 +438,9 @@ def test_simplex_projection_keeps_rows_on_the_simplex():
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), tol=1e-3, backward="unroll"), "tol"),
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), clip_norm=-1.0), "clip_norm"),
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), backprop_steps=2), "truncates"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), implicit_at="last"), "unknown implicit_at"),
+    (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), backward="unroll", implicit_at="final"),
+     "has none"),
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), steps=3, backward="unroll",
                                backprop_steps=4), "backprop_steps must be"),
     (lambda e: idspn_jax.solve(e, jnp.zeros((N, D)), backward="unroll", backprop_steps=0),

@@ -70,6 +70,9 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   config.model.momentum = 0.9
   config.model.clip_norm = 10.0
   config.model.backward = "approx"
+  # Where the implicit modes take their gradient: "previous" (Y_{T-1}, the reference's) or
+  # "final" (Y_T, for ablations; see idspn_jax.solve).
+  config.model.implicit_at = "previous"
   # With backward "unroll": backpropagate through the last this many inner steps only (None: all).
   config.model.backprop_steps = config_dict.placeholder(int)
   config.model.learn_start = False

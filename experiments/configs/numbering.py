@@ -58,6 +58,9 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   config.model.clip_norm = config_dict.placeholder(float)
   config.model.backward = config_dict.placeholder(str)
   config.model.project_start = config_dict.placeholder(bool)
+  # Where the implicit backward takes its gradient: "previous" (Y_{T-1}, the reference's) or
+  # "final" (Y_T, for ablations; see idspn_jax.solve). None: the model's ("previous").
+  config.model.implicit_at = config_dict.placeholder(str)
 
   # Training: Adam 1e-3, batch 128; epochs 0: the paper's for the train size (10,000 / 1,000 /
   # 100 for 1x / 10x / 100x; 100 for a count of sets); steps 0: epochs * (train sets // batch).

@@ -38,6 +38,9 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   config.model.learning_rate = 1.0
   config.model.momentum = 0.9
   config.model.backward = "approx"
+  # Where the implicit modes take their gradient: "previous" (Y_{T-1}, the reference's) or
+  # "final" (Y_T, for ablations; see idspn_jax.solve).
+  config.model.implicit_at = "previous"
   # With backward "unroll": backpropagate through the last this many inner steps only (None: all).
   config.model.backprop_steps = config_dict.placeholder(int)
   config.model.clip_norm = config_dict.placeholder(float)
@@ -76,9 +79,6 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.train.eval_every = 250
     config.train.checkpoint_every = 250
     config.train.log_every = 50
-    # Weight decay (AdamW, decoupled) for both models: without it the energy sharpens until the
-    # inner loop stops converging and iDSPN collapses after ~650 steps (see the README).
-    config.train.weight_decay = 1.0
     # Report the checkpoint with the best validation loss.
     config.eval.final_checkpoint = "best"
   elif variant == "test":

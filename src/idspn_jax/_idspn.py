@@ -37,8 +37,8 @@ class IDSPN(nn.Module):
       ``"mse_concat_input"`` (the encoder sees ``concat(Y, X)``; pass ``x`` when calling).
     learn_start: Learn the start set (else draw it from the ``"start"`` rng).
     steps: Inner steps (override per call with ``steps=``).
-    learning_rate, momentum, nesterov, clip_norm, project_start, tol, backward, cg_ridge,
-      cg_maxiter: as in `idspn_jax.solve`.
+    learning_rate, momentum, nesterov, clip_norm, project_start, tol, backward, implicit_at,
+      cg_ridge, cg_maxiter: as in `idspn_jax.solve`.
     projection: ``None``, ``"simplex"`` (each row onto the probability simplex) or a callable.
     fspool_method: FSPool implementation (``"auto"``, ``"sort"``, ``"rank"``).
     loop_unroll: Unrolling of the inner loop (``unroll`` of `idspn_jax.solve`).
@@ -63,6 +63,7 @@ class IDSPN(nn.Module):
   project_start: bool = True
   tol: float | None = None
   backward: str = "approx"
+  implicit_at: str = "previous"
   cg_ridge: float = 1e-2
   cg_maxiter: int = 20
   fspool_method: str = "auto"
@@ -158,6 +159,7 @@ class IDSPN(nn.Module):
       project_start=self.project_start,
       tol=self.tol,
       backward=self.backward,
+      implicit_at=self.implicit_at,
       cg_ridge=self.cg_ridge,
       cg_maxiter=self.cg_maxiter,
       unroll=self.loop_unroll,

@@ -22,6 +22,7 @@ with warnings.catch_warnings():
   from jaxopt import linear_solve as _linear_solve
 
 BACKWARD_MODES = ("approx", "cg", "unroll")
+IMPLICIT_POINTS = ("previous", "final")
 
 EnergyFn = Callable[..., jax.Array]
 Projection = Callable[[jax.Array], jax.Array]
@@ -231,6 +232,7 @@ def solve(
   project_start: bool = True,
   tol: float | None = None,
   backward: str = "approx",
+  implicit_at: str = "previous",
   cg_ridge: float = 1e-2,
   cg_maxiter: int = 20,
   linear_solve: LinearSolve | None = None,
@@ -254,6 +256,19 @@ def solve(
   * ``backward="cg"`` solves the linear system with ``cg_maxiter`` conjugate-gradient steps on
     ``H + cg_ridge * I`` (``H`` may be indefinite away from a minimum: the ridge keeps CG sane);
     normal-equation CG with a projection. Memory does not grow with ``steps`` either.
+
+  Where the implicit gradient is taken (``implicit_at``, both implicit modes): by default
+  (``"previous"``, as the reference implementation) at the iterate ``Y_{T-1}`` before the last
+  step. The forward pass is unchanged (``steps`` steps; the last one continues from the carried
+  optimiser state, with its clipping and projection), but the last step's move is held constant
+  in the backward pass: the output's cotangent goes unchanged to ``Y_{T-1}`` and through the
+  implicit system there. This matters for training: when the energy sharpens past the inner
+  optimiser's stability bound the last step overshoots, the loss gradient at ``Y_T`` then
+  points against the step, and the gradient at ``Y_{T-1}`` turns the outer update against
+  further sharpening. At ``"final"`` (the output ``Y_T``) nothing holds the sharpening back and
+  training can collapse (the inner loop diverges); it is kept for ablations. With ``tol`` the
+  loop stops once every set's gradient norm is under ``tol`` or after ``steps - 1`` steps, then
+  takes its last step (``"final"``: after ``steps`` steps, with no step after the stop).
   * ``backward="unroll"`` backpropagates through every step (DSPN); memory grows with ``steps``.
     With ``backprop_steps=K`` it backpropagates through the last K steps only (truncated
     backpropagation): the first ``steps - K`` run without a tape, so the backward pass and its
@@ -297,6 +312,9 @@ def solve(
     project_start: Apply ``projection`` to ``y0`` before the first step.
     tol: Stop early once the (unclipped) gradient norm is below this.
     backward: ``"approx"``, ``"cg"`` or ``"unroll"``.
+    implicit_at: ``"previous"`` (``Y_{T-1}``, the reference's point) or ``"final"`` (``Y_T``):
+      where the implicit modes take their gradient (see above); must stay ``"previous"`` with
+      ``"unroll"``.
     cg_ridge: Ridge added to the Hessian in ``"cg"`` mode.
     cg_maxiter: Conjugate-gradient iterations in ``"cg"`` mode.
     linear_solve: Custom ``solve(matvec, b)`` for the implicit system ``A^T u = b``, with
@@ -330,6 +348,11 @@ def solve(
     raise ValueError(f"y0 must be floating point, got dtype {y0.dtype}")
   if backward not in BACKWARD_MODES:
     raise ValueError(f"unknown backward={backward!r}; expected one of {BACKWARD_MODES}")
+  if implicit_at not in IMPLICIT_POINTS:
+    raise ValueError(f"unknown implicit_at={implicit_at!r}; expected one of {IMPLICIT_POINTS}")
+  if implicit_at != "previous" and backward == "unroll":
+    raise ValueError(f"implicit_at={implicit_at!r} places the implicit gradient; "
+                     "backward='unroll' has none (use 'approx' or 'cg')")
   if not (isinstance(steps, int) and steps >= 1):
     raise ValueError(f"steps must be a positive int, got {steps!r}")
   if tol is not None:
@@ -356,7 +379,7 @@ def solve(
   spec = _Spec(
     steps=steps, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
     nesterov=nesterov, clip_norm=clip_norm, projection=projection, project_start=project_start,
-    tol=tol, backward=backward, cg_ridge=cg_ridge, cg_maxiter=cg_maxiter,
+    tol=tol, backward=backward, implicit_at=implicit_at, cg_ridge=cg_ridge, cg_maxiter=cg_maxiter,
     linear_solve=linear_solve, unroll=unroll, backprop_steps=backprop_steps, in_axes=in_axes,
   )
   return _solve(y0, args, energy_fn=energy_fn, spec=spec)
@@ -375,6 +398,7 @@ class _Spec(NamedTuple):
   project_start: bool
   tol: float | None
   backward: str
+  implicit_at: str
   cg_ridge: float
   cg_maxiter: int
   linear_solve: LinearSolve | None
@@ -414,13 +438,13 @@ def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> j
   else:
     grad_fn = jax.grad(energy_fn)
 
-  def step_fn(state: SolveState, args: tuple) -> SolveState:
+  def step_fn(state: SolveState, args: tuple, mask: bool = True) -> SolveState:
     grad = grad_fn(state.y, *args)
     updates, opt_state = opt_update(grad, state.opt_state, state.y)
     y = project(optax.apply_updates(state.y, updates))
     grad_norm = set_norm(grad) if track_norm else state.grad_norm
     new = SolveState(y, opt_state, state.step + 1, grad_norm)
-    if track_norm and batched:
+    if track_norm and batched and mask:
       # As under vmap: a set that has stopped keeps its state while the others go on.
       active = state.grad_norm >= spec.tol  # [B]
       keep = lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)
@@ -429,28 +453,38 @@ def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> j
       new = SolveState(y, opt_state, new.step, grad_norm)
     return new
 
-  def solver_fun(y_init, *args):
+  def start_state(y_init):
     y_start = project(y_init) if spec.project_start else y_init
     norm_shape = y_start.shape[:1] if batched else ()
-    state = SolveState(
+    return SolveState(
       y_start, opt_init(y_start), jnp.zeros((), jnp.int32),
       jnp.full(norm_shape, jnp.inf, y_start.dtype),
     )
-    if spec.tol is None:
-      frozen_steps = 0 if spec.backprop_steps is None else spec.steps - spec.backprop_steps
-      if frozen_steps:
-        # Truncated backpropagation: the first steps see constant arguments (no tangents, so
-        # no tape), and the last backprop_steps start from their result as from a constant.
-        frozen = jax.lax.stop_gradient(args)
-        state = jax.lax.stop_gradient(jax.lax.fori_loop(
-          0, frozen_steps, lambda _, s: step_fn(s, frozen), state, unroll=spec.unroll))
-      state = jax.lax.fori_loop(
-        0, spec.steps - frozen_steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll
-      )
-    else:
-      keep_going = lambda s: (s.step < spec.steps) & jnp.any(s.grad_norm >= spec.tol)
-      state = jax.lax.while_loop(keep_going, lambda s: step_fn(s, args), state)
-    return state.y
+
+  def run(state: SolveState, n_steps: int, args: tuple) -> SolveState:
+    """``n_steps`` steps from ``state`` (fewer with ``tol``, once every set has stopped)."""
+    if spec.tol is not None:
+      limit = state.step + n_steps
+      keep_going = lambda s: (s.step < limit) & jnp.any(s.grad_norm >= spec.tol)
+      return jax.lax.while_loop(keep_going, lambda s: step_fn(s, args), state)
+    frozen_steps = 0 if spec.backprop_steps is None else n_steps - spec.backprop_steps
+    if frozen_steps:
+      # Truncated backpropagation: the first steps see constant arguments (no tangents, so
+      # no tape), and the last backprop_steps start from their result as from a constant.
+      frozen = jax.lax.stop_gradient(args)
+      state = jax.lax.stop_gradient(jax.lax.fori_loop(
+        0, frozen_steps, lambda _, s: step_fn(s, frozen), state, unroll=spec.unroll))
+    return jax.lax.fori_loop(
+      0, n_steps - frozen_steps, lambda _, s: step_fn(s, args), state, unroll=spec.unroll)
+
+  def solver_fun(y_init, *args):
+    return run(start_state(y_init), spec.steps, args).y
+
+  def solver_fun_before_last(y_init, *args):
+    # Every step but the last; the state is returned as auxiliary output (no gradient), so
+    # the last step can continue from it with its momentum.
+    state = run(start_state(y_init), spec.steps - 1, args)
+    return state.y, state
 
   if spec.backward == "unroll":
     return solver_fun(y0, *args)
@@ -468,6 +502,13 @@ def _solve(y0: jax.Array, args: tuple, *, energy_fn: EnergyFn, spec: _Spec) -> j
       linear_solve = make(
         ridge=spec.cg_ridge, maxiter=spec.cg_maxiter, projected=projection is not None
       )
-  implicit_solver = _implicit_diff.custom_root(optimality_fun, solve=linear_solve)(solver_fun)
-  # The primal never needs y0's gradient: stop it so the custom VJP's None is consistent.
-  return implicit_solver(jax.lax.stop_gradient(y0), *args)
+  y0 = jax.lax.stop_gradient(y0)  # Only a starting point: the custom VJP gives it None.
+  if spec.implicit_at == "final":
+    return _implicit_diff.custom_root(optimality_fun, solve=linear_solve)(solver_fun)(y0, *args)
+  # implicit_at="previous", the reference's point: the root is the iterate Y_{T-1} before the
+  # last step; the last step runs from the carried state, and its move is held constant in the
+  # backward pass (the output's cotangent reaches Y_{T-1} unchanged).
+  y_prev, state = _implicit_diff.custom_root(
+    optimality_fun, has_aux=True, solve=linear_solve)(solver_fun_before_last)(y0, *args)
+  last = step_fn(jax.lax.stop_gradient(state), jax.lax.stop_gradient(args), mask=False)
+  return last.y + (y_prev - jax.lax.stop_gradient(y_prev))
