@@ -3,6 +3,6 @@
 import sys
 
 if sys.argv[:1] == ["-m"]:  # `python -m benchmarks.<name>`: the same re-execution as experiments'.
-  from experiments import _hugepages
+  from experiments.common import hugepages
 
-  _hugepages.reexec_with_huge_pages()
+  hugepages.reexec_with_huge_pages()

@@ -5,12 +5,12 @@
   IDSPN_JAX_HUGE_PAGES=0 python -m benchmarks.bench_clevr_step small 20 auto 60   # without
 
 ``conv_impl`` ("auto", "xla" or "patches") chooses how the image encoder's convolutions are
-computed (``experiments.image_encoders.Conv``); ``reps`` steps are timed. ``backward`` overrides
+computed (``experiments.clevr.encoders.Conv``); ``reps`` steps are timed. ``backward`` overrides
 the config's inner backward: ``approx``, ``cg``, ``unroll`` (every inner step backpropagated) or
 ``unroll:K`` (the last K only); default: the config's. Besides the median step
 time it reports, per timed step, the process's minor page faults and its user and kernel CPU
 time (``getrusage``), and whether the process runs with transparent huge pages
-(``experiments/_hugepages.py``).
+(``experiments/common/hugepages.py``).
 
 No data is read: the step is timed on a random batch of the configured shape, so this measures
 the model (ResNet18 or the small CNN, iDSPN decoder, Hungarian loss, Adam) alone.
@@ -27,7 +27,8 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from experiments import _hugepages, clevr, train
+from experiments.clevr import task as clevr
+from experiments.common import hugepages, models, train
 from experiments.configs import clevr as clevr_config
 
 
@@ -37,8 +38,8 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
   config.model.encoder_options.conv_impl = conv_impl
   if backward is not None:
     mode, _, kept = backward.partition(":")
-    config.model.backward = mode
-    config.model.backprop_steps = int(kept) if kept else None
+    config.model.idspn.backward = mode
+    config.model.idspn.backprop_steps = int(kept) if kept else None
   size, batch_size = config.data.image_size, config.train.batch_size
   rng = np.random.default_rng(0)
   batch = {
@@ -50,6 +51,7 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
     train_batches=lambda start: iter(lambda: batch, None), eval_batches=lambda split: [batch],
     eval_metrics=lambda preds, batches: {},
   )
+  options = clevr.idspn_options(config)
   mesh = train.create_mesh()
   state = train.create_train_state(config, task, mesh)
   placed = train.shard_batch(batch, mesh)
@@ -62,13 +64,14 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
   after = resource.getrusage(resource.RUSAGE_SELF)
   return {
     "variant": variant, "inner_steps": inner_steps, "conv_impl": conv_impl,
-    "backward": config.model.backward, "backprop_steps": config.model.backprop_steps,
+    "backward": models.setting(options, "backward"),
+    "backprop_steps": models.setting(options, "backprop_steps"),
     "batch": batch_size, "image_size": size,
     "seconds_per_step": seconds, "images_per_second": batch_size / seconds,
     "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / repeats,
     "user_seconds_per_step": (after.ru_utime - before.ru_utime) / repeats,
     "kernel_seconds_per_step": (after.ru_stime - before.ru_stime) / repeats,
-    "huge_pages": _hugepages.status(),
+    "huge_pages": hugepages.status(),
     "device": jax.devices()[0].device_kind,
   }
 

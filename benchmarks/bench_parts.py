@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import idspn_jax
 import idspn_jax._encoders as encoders
 from benchmarks import common
-from experiments import image_encoders
+from experiments.clevr import encoders as image_encoders
 
 
 def _ms(fn, *args) -> float:

@@ -14,7 +14,8 @@ import tempfile
 import time
 
 from benchmarks import bench_clevr_step
-from experiments import clevr_data, clevr_render
+from experiments.clevr import data as clevr_data
+from experiments.clevr import render as clevr_render
 from experiments.configs import clevr as clevr_config
 
 
@@ -38,7 +39,7 @@ def run(quick: bool = False) -> dict:
     for _ in range(steps):
       next(iterator)
     pipeline = steps * batch / (time.perf_counter() - start)
-  model = bench_clevr_step.run("small", config.model.steps, repeats=3 if quick else 20)
+  model = bench_clevr_step.run("small", config.model.idspn.steps, repeats=3 if quick else 20)
   return {
     "image_size": size, "batch": batch, "pipeline_images_per_second": pipeline,
     "model_images_per_second": model["images_per_second"],

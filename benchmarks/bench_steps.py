@@ -18,8 +18,9 @@ import sys
 import jax
 
 from benchmarks import common
-from experiments import random_sets, train
+from experiments.common import train
 from experiments.configs import random_sets as random_sets_config
+from experiments.random_sets import task as random_sets
 
 BATCH = 128
 
@@ -31,10 +32,11 @@ def random_sets_setup(*, steps: int, backward: str, n: int = 16, d: int = 8, wid
   config.data.set_size, config.data.set_dim = n, d
   config.data.train_size = 4 * BATCH
   config.model.hidden = config.model.latent = width
-  config.model.steps = steps
-  config.model.backward = backward
-  config.model.momentum = 0.0 if backward == "unroll" else 0.9
-  config.model.loop_unroll = unroll
+  # "unroll" is DSPN (momentum 0); the implicit modes run iDSPN's momentum 0.9.
+  config.model.decoder = "dspn" if backward == "unroll" else "idspn"
+  config.model.idspn.steps = steps
+  config.model.idspn.backward = backward
+  config.model.idspn.loop_unroll = unroll
   config.train.batch_size = BATCH
   task = random_sets.create_task(config)
   return _setup(config, task, steps)
@@ -42,13 +44,13 @@ def random_sets_setup(*, steps: int, backward: str, n: int = 16, d: int = 8, wid
 
 def numbering_setup(*, steps: int, backward: str, unroll: int | bool = 1):
   """The same for class-specific numbering (64 elements, 4 classes, width 256)."""
-  from experiments import numbering
   from experiments.configs import numbering as numbering_config
+  from experiments.numbering import task as numbering
 
   config = numbering_config.get_config("paper")
   config.model.name = "dspn" if backward == "unroll" else "idspn"
-  config.model.steps = steps
-  config.model.backward = backward
+  config.model.idspn.steps = steps
+  config.model.idspn.backward = backward
   config.train.batch_size = BATCH
   config.data.train_size = str(2 * BATCH)
   config.data.val_size = BATCH
@@ -193,11 +195,9 @@ if __name__ == "__main__":
   if len(sys.argv) == 5 and sys.argv[1] == "--one":
     print(json.dumps(one(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
   else:
-    from benchmarks.run import REFERENCE
-
     peak = common.matmul_peak()
     print(json.dumps({"matmul_peak": peak}))
     results = run(quick="--quick" in sys.argv, peak=peak["xla_flops"],
                   fresh="--no-fresh" not in sys.argv)
     print(json.dumps(results))
-    print(markdown(results, REFERENCE))
+    print(markdown(results, common.REFERENCE))

@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmarks: medians after compilation, matmul peak, RSS."""
+"""What the benchmarks share: timing helpers (medians after compilation, matmul peak, RSS) and
+the reference implementation's figures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# The reference implementation's per-step times and peak RSS (torch 2.13 CPU, 2 threads), from
+# the performance issue; benchmarks.run prints ours beside them.
+REFERENCE = {
+  ("random_sets", 10): {"idspn_s": 0.92, "dspn_s": 1.83, "idspn_mb": 491, "dspn_mb": 789},
+  ("random_sets", 20): {"idspn_s": 1.53, "dspn_s": 3.25, "idspn_mb": 486, "dspn_mb": 1139},
+  ("random_sets", 40): {"idspn_s": 2.14, "dspn_s": 4.80, "idspn_mb": 486, "dspn_mb": 1803},
+  ("random_sets", 80): {"idspn_s": 4.25, "dspn_s": 10.31, "idspn_mb": 502, "dspn_mb": 3196},
+  ("numbering", 20): {"idspn_s": 2.56, "dspn_s": 5.24, "idspn_mb": 636, "dspn_mb": 2031},
+  ("inference", 20): {"idspn_s": 1.31, "dspn_s": 1.36, "idspn_mb": 419, "dspn_mb": 1078},
+}
 
 
 def block(tree):

@@ -38,16 +38,6 @@ from benchmarks import (
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-# The reference implementation's per-step times and peak RSS (torch 2.13 CPU, 2 threads).
-REFERENCE = {
-  ("random_sets", 10): {"idspn_s": 0.92, "dspn_s": 1.83, "idspn_mb": 491, "dspn_mb": 789},
-  ("random_sets", 20): {"idspn_s": 1.53, "dspn_s": 3.25, "idspn_mb": 486, "dspn_mb": 1139},
-  ("random_sets", 40): {"idspn_s": 2.14, "dspn_s": 4.80, "idspn_mb": 486, "dspn_mb": 1803},
-  ("random_sets", 80): {"idspn_s": 4.25, "dspn_s": 10.31, "idspn_mb": 502, "dspn_mb": 3196},
-  ("numbering", 20): {"idspn_s": 2.56, "dspn_s": 5.24, "idspn_mb": 636, "dspn_mb": 2031},
-  ("inference", 20): {"idspn_s": 1.31, "dspn_s": 1.36, "idspn_mb": 419, "dspn_mb": 1078},
-}
-
 
 def machine() -> dict:
   return {
@@ -121,7 +111,7 @@ def markdown(results: dict) -> str:
     f"{results['matmul_peak']['xla_flops'] / 1e9:.0f} GFLOP/s (XLA, 2048x512 @ 512x512 f32).",
     "",
     "### Training step (median s/step)",
-    bench_steps.markdown(results["steps"], REFERENCE,
+    bench_steps.markdown(results["steps"], common.REFERENCE,
                          results.get("reference_here", {}).get("by_config")),
     "",
     "### Compiled temporary memory of one training step against inner steps",

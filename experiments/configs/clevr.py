@@ -10,6 +10,8 @@ r"""CLEVR object property prediction (experiment 3): image -> set of 10 objects.
       --config.eval_only=True --config.eval.inner_steps=10 --workdir=workdirs/clevr128
   # A raw CLEVR v1.0 folder instead of TFDS:
   ... --config.data.source=folder --config.data.root=/data/CLEVR_v1.0
+  # DSPN instead of iDSPN (on :small, whose momentum is 0.7, add --config.model.idspn.momentum=0):
+  ... --config.model.decoder=dspn
 """
 
 from ml_collections import config_dict
@@ -56,30 +58,37 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   # Convolutions: "auto" (one matrix product over gathered patches on CPU, XLA's convolution on
   # accelerators), "xla" or "patches"; the parameters are the same either way.
   config.model.encoder_options.conv_impl = "auto"
-  # "idspn", or "mlp" (a baseline decoder without the inner loop).
+  # "idspn"; "dspn": the same layer with momentum 0 and backward "unroll" applied on top of
+  # model.idspn (see experiments/common/models.py; a contradicting value there is an error);
+  # or "mlp" (a baseline decoder without the inner loop).
   config.model.decoder = "idspn"
   # DSPN's representation loss: this weight times the energy at the true set (0: off).
   config.model.target_energy_weight = 0.0
   # Layer-normalise the image latent z (the CPU config's SmallCNN needs it, see ClevrModel).
   config.model.latent_norm = False
+  # Widths that also size other modules: the energy encoder's (and the MLP decoder's) hidden
+  # width, and z's, the image encoder's output.
   config.model.hidden = 512
   config.model.latent = 512
-  config.model.pool = "fs"
-  config.model.steps = 40
-  config.model.learning_rate = 1.0
-  config.model.momentum = 0.9
-  config.model.clip_norm = 10.0
-  config.model.backward = "approx"
+  # Keyword options of idspn_jax.IDSPN, passed as they are; None: the layer's default.
+  config.model.idspn = config_dict.ConfigDict()
+  config.model.idspn.pool = "fs"
+  config.model.idspn.steps = 40
+  config.model.idspn.learning_rate = 1.0
+  # None: the layer's 0.9 (Nesterov) and "approx" (Jacobian-free); DSPN's 0 and "unroll".
+  config.model.idspn.momentum = config_dict.placeholder(float)
+  config.model.idspn.clip_norm = 10.0
+  config.model.idspn.backward = config_dict.placeholder(str)
   # Where the implicit modes take their gradient: "previous" (Y_{T-1}, the reference's) or
   # "final" (Y_T, for ablations; see idspn_jax.solve).
-  config.model.implicit_at = "previous"
+  config.model.idspn.implicit_at = "previous"
   # With backward "unroll": backpropagate through the last this many inner steps only (None: all).
-  config.model.backprop_steps = config_dict.placeholder(int)
-  config.model.learn_start = False
-  config.model.energy = "mse"
-  config.model.cg_ridge = 1e-2
-  config.model.cg_maxiter = 20
-  config.model.fspool_method = "auto"
+  config.model.idspn.backprop_steps = config_dict.placeholder(int)
+  config.model.idspn.learn_start = False
+  config.model.idspn.energy = "mse"
+  config.model.idspn.cg_ridge = 1e-2
+  config.model.idspn.cg_maxiter = 20
+  config.model.idspn.fspool_method = "auto"
 
   # Training: 100 epochs of 70,000 images in batches of 128, the learning rate x0.1 from
   # epoch 90, 20 inner steps in the first half and 40 after.
@@ -125,33 +134,26 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     # BatchNorm in the encoder, at no extra cost per step (the README's CLEVR runs use it).
     config.model.encoder_options.batch_norm = True
     config.model.latent_norm = True
-    # Backpropagate through the inner steps: with 10-20 steps from the start set the inner
-    # loop is far from a stationary point early in training, where the Jacobian-free
-    # gradient kept the set independent of the image for 1000+ steps on this config.
-    config.model.backward = "unroll"
-    # ... through the last 5 of the 20 inner steps only: the step is 1.5x faster (58.3 against
-    # 89.2 ms, benchmarks.bench_clevr_step) and, after a slower first 2,000 steps, learns as
-    # much per step (AP_inf 73.2 against 71.9 at 8,000 steps, 83.5 against 83.1 at 14,000; see
-    # the README).
-    config.model.backprop_steps = 5
+    # The paper's Jacobian-free implicit gradient (backward "approx", the base default), taken
+    # at the iterate before the last inner step as the reference takes it.
     config.model.hidden = 256
     config.model.latent = 256
-    config.model.steps = 20
+    config.model.idspn.steps = 20
     # With 10-20 inner steps of lr 1.0 from the random start, the set barely moves until g has
     # grown a large Jacobian; lr 10 lets it reach the objects early (on single-object scenes,
     # AP_inf 38.0 against 7.9 at 1,000 steps; see the README).
-    config.model.learning_rate = 10.0
+    config.model.idspn.learning_rate = 10.0
     # Nesterov momentum 0.7 instead of the paper's 0.9: AP_inf 27.5 against 21.0 at 2,000
     # steps. What matters is the effective step lr / (1 - momentum): 33-43 did best (0.5 with
     # lr 20 and 0 with lr 40 did as well), 100 (0.9) and 80 worse, 20 and 10 worse still
     # (see the README).
-    config.model.momentum = 0.7
+    config.model.idspn.momentum = 0.7
     config.train.batch_size = 32
     # 20 inner steps throughout: the poster's schedule (half the steps in the first half)
     # learned colour later here (AP_inf 8.2 against 13.0 at 2,000 steps, see the README).
     config.train.inner_steps_schedule = False
     # Half an hour on 2 cores of an AVX-512 AMD EPYC (about 16 steps/s with huge pages, see
-    # experiments/_hugepages.py; the README has the run); the machines of earlier sessions ran
+    # experiments/common/hugepages.py; the README has the run); the machines of earlier sessions ran
     # the step about 1.75x slower, so there this takes nearer an hour and about 15,000 steps
     # (drop at 13,500) fit the half hour.
     config.train.steps = 26000
@@ -184,7 +186,7 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.model.latent_norm = True
     config.model.hidden = 16
     config.model.latent = 16
-    config.model.steps = 4
+    config.model.idspn.steps = 4
     config.train.batch_size = 4
     config.train.steps = 4
     config.train.lr_drop_step = 0

@@ -5,10 +5,11 @@
   python -m experiments.numbering --config=experiments/configs/numbering.py:paper \
       --config.model.name=bilstm --config.data.train_size=10x --config.data.permute=True \
       --config.seed=12
-  # Every model of the table: python -m experiments.numbering_table --variant=small
+  # DSPN: --config.model.name=dspn. Every model of the table:
+  python -m experiments.numbering.table --variant=small
 
-Fields left at 0 (or None) are derived by `experiments.numbering.resolve_config`: the width of
-each model as the reference runs it, the epochs of each train size, the steps from the epochs.
+Fields left at 0 (or None) are derived by `experiments.numbering.task.resolve_config`: the width
+of each model as the reference runs it, the epochs of each train size, the steps from the epochs.
 """
 
 from ml_collections import config_dict
@@ -40,7 +41,7 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   # Seed of the datasets; None: config.seed (the reference seeds everything with one seed).
   config.data.seed = config_dict.placeholder(int)
 
-  # Model: a name of experiments.numbering_models.NUMBERING_MODELS.
+  # Model: a name of experiments.numbering.models.NUMBERING_MODELS.
   config.model = config_dict.ConfigDict()
   config.model.name = "idspn"
   # 0: the reference's width for the model (256 for idspn, dspn, deepsets; 64 for the others)
@@ -49,18 +50,21 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   config.model.width_scale = 1.0
   # (i)DSPN's z width; 0: equal to hidden.
   config.model.latent = 0
-  # (i)DSPN inner optimisation. None: the model's reference setting (iDSPN: momentum 0.9,
-  # Nesterov, clip 40, implicit "approx" backward, projected start; DSPN: momentum 0, no clip,
-  # "unroll" backward, unprojected start). clip_norm 0 turns clipping off.
-  config.model.steps = 20
-  config.model.learning_rate = 1.0
-  config.model.momentum = config_dict.placeholder(float)
-  config.model.clip_norm = config_dict.placeholder(float)
-  config.model.backward = config_dict.placeholder(str)
-  config.model.project_start = config_dict.placeholder(bool)
+  # (i)DSPN's inner optimisation: keyword options of idspn_jax.IDSPN, passed as they are. None:
+  # the model's reference setting (iDSPN: momentum 0.9, Nesterov, clip 40, implicit "approx"
+  # backward, projected start; DSPN: no clip, unprojected start, and DSPN's momentum 0 and
+  # "unroll" backward, which a contradicting value here may not change, see
+  # experiments/common/models.py). clip_norm 0 turns clipping off.
+  config.model.idspn = config_dict.ConfigDict()
+  config.model.idspn.steps = 20
+  config.model.idspn.learning_rate = 1.0
+  config.model.idspn.momentum = config_dict.placeholder(float)
+  config.model.idspn.clip_norm = config_dict.placeholder(float)
+  config.model.idspn.backward = config_dict.placeholder(str)
+  config.model.idspn.project_start = config_dict.placeholder(bool)
   # Where the implicit backward takes its gradient: "previous" (Y_{T-1}, the reference's) or
   # "final" (Y_T, for ablations; see idspn_jax.solve). None: the model's ("previous").
-  config.model.implicit_at = config_dict.placeholder(str)
+  config.model.idspn.implicit_at = config_dict.placeholder(str)
 
   # Training: Adam 1e-3, batch 128; epochs 0: the paper's for the train size (10,000 / 1,000 /
   # 100 for 1x / 10x / 100x; 100 for a count of sets); steps 0: epochs * (train sets // batch).
@@ -102,7 +106,7 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.data.val_size = 32
     config.data.test_size = 32
     config.model.hidden = 16
-    config.model.steps = 5
+    config.model.idspn.steps = 5
     config.eval.inner_steps = 5
     config.train.batch_size = 16
     config.eval.batch_size = 16

@@ -2,8 +2,8 @@
 
   python -m experiments.random_sets --config=experiments/configs/random_sets.py:small
   python -m experiments.random_sets --config=experiments/configs/random_sets.py:paper \
-      --config.data.set_size=16 --config.data.set_dim=8 --config.model.steps=20
-  # DSPN: --config.model.backward=unroll --config.model.momentum=0
+      --config.data.set_size=16 --config.data.set_dim=8 --config.model.idspn.steps=20
+  # DSPN: --config.model.decoder=dspn
 """
 
 from ml_collections import config_dict
@@ -30,27 +30,35 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
 
   # Model: an FS encoder turns the input set into z; iDSPN decodes z back into a set.
   config.model = config_dict.ConfigDict()
+  # The widths of both the input encoder and the decoder's energy encoder.
   config.model.hidden = 512
   config.model.latent = 512
   config.model.input_pool = "fs"
-  config.model.pool = "fs"
-  config.model.steps = 20
-  config.model.learning_rate = 1.0
-  config.model.momentum = 0.9
-  config.model.backward = "approx"
+  # "idspn", or "dspn": the same layer with momentum 0 and backward "unroll" applied on top of
+  # model.idspn (see experiments/common/models.py; a contradicting value there is an error).
+  config.model.decoder = "idspn"
+  # Keyword options of idspn_jax.IDSPN, passed as they are; None: the layer's default.
+  config.model.idspn = config_dict.ConfigDict()
+  config.model.idspn.pool = "fs"
+  config.model.idspn.steps = 20
+  config.model.idspn.learning_rate = 1.0
+  # None: the layer's 0.9 (Nesterov) and "approx" (Jacobian-free); DSPN's 0 and "unroll".
+  config.model.idspn.momentum = config_dict.placeholder(float)
+  config.model.idspn.backward = config_dict.placeholder(str)
   # Where the implicit modes take their gradient: "previous" (Y_{T-1}, the reference's) or
   # "final" (Y_T, for ablations; see idspn_jax.solve).
-  config.model.implicit_at = "previous"
+  config.model.idspn.implicit_at = "previous"
   # With backward "unroll": backpropagate through the last this many inner steps only (None: all).
-  config.model.backprop_steps = config_dict.placeholder(int)
-  config.model.clip_norm = config_dict.placeholder(float)
-  config.model.learn_start = True
-  config.model.energy = "mse_regularized"
-  config.model.cg_ridge = 1e-2
-  config.model.cg_maxiter = 20
-  config.model.fspool_method = "auto"
+  config.model.idspn.backprop_steps = config_dict.placeholder(int)
+  # Clip each set's inner gradient at this norm (None or 0: no clipping).
+  config.model.idspn.clip_norm = config_dict.placeholder(float)
+  config.model.idspn.learn_start = True
+  config.model.idspn.energy = "mse_regularized"
+  config.model.idspn.cg_ridge = 1e-2
+  config.model.idspn.cg_maxiter = 20
+  config.model.idspn.fspool_method = "auto"
   # Unrolling of the inner loop (an int, or True for fully unrolled).
-  config.model.loop_unroll = 1
+  config.model.idspn.loop_unroll = 1
 
   # Training: 40 epochs of 500 batches of 128 in the paper.
   config.train.steps = 40 * 64_000 // 128
@@ -68,11 +76,11 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.data.test_size = 640
     config.model.hidden = 256
     config.model.latent = 512  # the paper's: the energy averages over the latent width
-    config.model.steps = 10
+    config.model.idspn.steps = 10
     config.eval.inner_steps = 10
     # Clip each set's inner gradient (DSPN and iDSPN alike): with lr 1 and Nesterov momentum
     # the inner loop is only stable while the energy's curvature stays below ~1.4 (lr 1).
-    config.model.clip_norm = 10.0
+    config.model.idspn.clip_norm = 10.0
     config.train.batch_size = 64
     config.eval.batch_size = 64
     config.train.steps = 1000
@@ -89,7 +97,7 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.data.test_size = 16
     config.model.hidden = 16
     config.model.latent = 16
-    config.model.steps = 4
+    config.model.idspn.steps = 4
     config.eval.inner_steps = 4
     config.train.batch_size = 8
     config.eval.batch_size = 8

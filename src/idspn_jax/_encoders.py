@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -190,6 +191,9 @@ def _masked_sum(x: jax.Array, mask: jax.Array | None) -> jax.Array:
 class SetEncoder(nn.Module):
   """Per-element MLP followed by a pool: the energy's set encoder ``g``.
 
+  `FSEncoder`, `RelationFSEncoder`, `SumEncoder` and `MeanEncoder` are this class with the
+  pool fixed.
+
   Attributes:
     hidden: Hidden width of the element MLP.
     latent: Output width K.
@@ -247,21 +251,60 @@ class SetEncoder(nn.Module):
     return _masked_sum(h, mask) / count
 
 
-def FSEncoder(hidden: int, latent: int, set_size: int, **kwargs) -> SetEncoder:  # noqa: N802
-  """The FS encoder: element MLP + FSPool."""
-  return SetEncoder(hidden=hidden, latent=latent, set_size=set_size, pool="fs", **kwargs)
+# Each encoder below is a `SetEncoder` whose pool is fixed: `pool` is redeclared as a class
+# variable, which removes it from the constructor, so the call is ``FSEncoder(hidden, latent,
+# set_size)`` (plus ``fspool_method``, ``name`` and ``parent``). The parameters keep
+# `SetEncoder`'s tree, ``{"mlp": {"Dense_0", "Dense_1"}, "pool": {"weight"}}`` (no "pool" entry
+# for the sum and mean pools).
 
 
-def RelationFSEncoder(hidden: int, latent: int, set_size: int, **kwargs) -> SetEncoder:  # noqa: N802
-  """The relation FS encoder: element MLP over all ordered pairs + FSPool over N*N."""
-  return SetEncoder(hidden=hidden, latent=latent, set_size=set_size, pool="rnfs", **kwargs)
+class FSEncoder(SetEncoder):
+  """The FS encoder: element MLP, then FSPool over the N elements.
+
+  Attributes:
+    hidden: Hidden width of the element MLP.
+    latent: Output width K.
+    set_size: N.
+    fspool_method: FSPool's implementation (see `FSPool`).
+  """
+
+  pool: ClassVar[str] = "fs"
 
 
-def SumEncoder(hidden: int, latent: int, set_size: int, **kwargs) -> SetEncoder:  # noqa: N802
-  """DeepSets encoder with sum pooling."""
-  return SetEncoder(hidden=hidden, latent=latent, set_size=set_size, pool="sum", **kwargs)
+class RelationFSEncoder(SetEncoder):
+  """The relation FS encoder: element MLP over all N*N ordered pairs, then FSPool over them.
+
+  Attributes:
+    hidden: Hidden width of the MLP applied to each pair (the concatenation of two elements).
+    latent: Output width K.
+    set_size: N.
+    fspool_method: FSPool's implementation (see `FSPool`).
+  """
+
+  pool: ClassVar[str] = "rnfs"
 
 
-def MeanEncoder(hidden: int, latent: int, set_size: int, **kwargs) -> SetEncoder:  # noqa: N802
-  """DeepSets encoder with mean pooling."""
-  return SetEncoder(hidden=hidden, latent=latent, set_size=set_size, pool="mean", **kwargs)
+class SumEncoder(SetEncoder):
+  """DeepSets encoder: element MLP, then the sum over the (present) elements.
+
+  Attributes:
+    hidden: Hidden width of the element MLP.
+    latent: Output width K.
+    set_size: N (not needed by the sum; kept for a common signature).
+    fspool_method: Unused.
+  """
+
+  pool: ClassVar[str] = "sum"
+
+
+class MeanEncoder(SetEncoder):
+  """DeepSets encoder: element MLP, then the mean over the (present) elements.
+
+  Attributes:
+    hidden: Hidden width of the element MLP.
+    latent: Output width K.
+    set_size: N (not needed by the mean; kept for a common signature).
+    fspool_method: Unused.
+  """
+
+  pool: ClassVar[str] = "mean"

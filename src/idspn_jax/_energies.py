@@ -1,10 +1,13 @@
 """Inner energies ``L(Y)`` for one set, with the reference's scaling.
 
+``<key>_energy`` is the energy that ``IDSPN(energy="<key>")`` uses (`ENERGIES`): ``"mse"``,
+``"mse_regularized"`` and ``"mse_concat_input"``.
+
 Each takes the encoder's ``apply_fn(params, y) -> (K,)`` as a keyword, so that the encoder's
 parameters are an explicit argument of `solve` (and get implicit gradients). Bind it with
 `functools.partial`::
 
-  energy = functools.partial(squared_error_energy, apply_fn=encoder_apply)
+  energy = functools.partial(idspn_jax.mse_energy, apply_fn=encoder_apply)
   y = idspn_jax.solve(energy, y0, params, z)
 """
 
@@ -31,7 +34,7 @@ def _representation_error(apply_fn: ApplyFn, params, y: jax.Array, z: jax.Array)
   return 0.5 * jnp.mean(jnp.square(repr_y - z))
 
 
-def squared_error_energy(
+def mse_energy(
   y: jax.Array, params, z: jax.typing.ArrayLike, *, apply_fn: ApplyFn
 ) -> jax.Array:
   """``L(Y) = 0.5 * mean_k (g(Y)_k - z_k)^2``.
@@ -50,7 +53,7 @@ def squared_error_energy(
   return _representation_error(apply_fn, params, y, jnp.asarray(z))
 
 
-def regularized_energy(
+def mse_regularized_energy(
   y: jax.Array,
   params,
   z: jax.typing.ArrayLike,
@@ -81,7 +84,7 @@ def regularized_energy(
   return _representation_error(apply_fn, params, y, jnp.asarray(z)) + weight * pull
 
 
-def concat_input_energy(
+def mse_concat_input_energy(
   y: jax.Array, params, z: jax.typing.ArrayLike, x: jax.typing.ArrayLike, *, apply_fn: ApplyFn
 ) -> jax.Array:
   """Squared error where the encoder sees ``concat(Y, X)`` along features (numbering).
@@ -107,7 +110,7 @@ def concat_input_energy(
 
 
 ENERGIES = {
-  "mse": squared_error_energy,
-  "mse_regularized": regularized_energy,
-  "mse_concat_input": concat_input_energy,
+  "mse": mse_energy,
+  "mse_regularized": mse_regularized_energy,
+  "mse_concat_input": mse_concat_input_energy,
 }

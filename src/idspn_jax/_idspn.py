@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from idspn_jax._encoders import SetEncoder
-from idspn_jax._energies import ENERGIES, squared_error_energy
+from idspn_jax._energies import ENERGIES, mse_energy
 from idspn_jax._inner import solve
 from idspn_jax._projections import project_rows_to_simplex
 
@@ -221,5 +221,5 @@ class IDSPN(nn.Module):
       g_params = jax.lax.stop_gradient(g_params)
     encoder = self._make_encoder()
     apply_fn = lambda params, y: encoder.apply({"params": params}, y)
-    energy = functools.partial(squared_error_energy, apply_fn=apply_fn)
+    energy = functools.partial(mse_energy, apply_fn=apply_fn)
     return jax.vmap(energy, in_axes=(0, None, 0))(target, g_params, z.astype(target.dtype))

@@ -6,6 +6,9 @@ returns them). The public entry point with input checks and method selection is
 `idspn_jax.matching.linear_sum_assignment`.
 """
 
+import functools
+import importlib
+import types
 from typing import NamedTuple
 
 import jax
@@ -15,6 +18,9 @@ import optax
 import scipy.optimize
 
 INDEX_DTYPE = jnp.int32
+
+#: The optional dependencies of the numba matcher "jv_host" (`solve_jv_host`).
+JV_HOST_EXTRA = "idspn_jax[cpu-matcher]"
 
 
 def solve_hungarian(cost: jax.Array) -> jax.Array:
@@ -66,6 +72,36 @@ def solve_scipy(cost: jax.Array) -> jax.Array:
   return jax.pure_callback(_scipy_host, result, cost, vmap_method="expand_dims")
 
 
+def load_jv_host() -> types.ModuleType:
+  """The module `idspn_jax._jv_host`, imported on first use (numba takes about half a second).
+
+  numba is an optional dependency, installed by the extra `JV_HOST_EXTRA`.
+
+  Raises:
+    ImportError: if numba (or the module) cannot be imported, naming the extra to install.
+  """
+  try:
+    return importlib.import_module("idspn_jax._jv_host")
+  except ImportError as error:
+    raise ImportError(
+      f'the matcher "jv_host" needs numba, which could not be imported ({error}); install it '
+      f'with `pip install "{JV_HOST_EXTRA}"`, or choose another method ("jv" runs anywhere)'
+    ) from error
+
+
+@functools.cache
+def jv_host_available() -> bool:
+  """Whether the numba matcher "jv_host" can be used (numba imports).
+
+  Cached: Python does not keep failed imports, and trying again costs about a millisecond.
+  """
+  try:
+    load_jv_host()
+  except ImportError:
+    return False
+  return True
+
+
 def solve_jv_host(cost: jax.Array) -> jax.Array:
   """Exact assignment by shortest augmenting paths compiled for the CPU (`_jv_host`).
 
@@ -79,11 +115,13 @@ def solve_jv_host(cost: jax.Array) -> jax.Array:
 
   Returns:
     The column matched to each row, of shape [B, N].
-  """
-  from idspn_jax import _jv_host  # Imports numba (about half a second) on first use only.
 
+  Raises:
+    ImportError: if numba is not installed (see `load_jv_host`).
+  """
+  jv_host = load_jv_host()
   result = jax.ShapeDtypeStruct(cost.shape[:-1], INDEX_DTYPE)
-  return jax.pure_callback(_jv_host.solve, result, cost, vmap_method="expand_dims")
+  return jax.pure_callback(jv_host.solve, result, cost, vmap_method="expand_dims")
 
 
 class AuctionState(NamedTuple):

@@ -13,11 +13,12 @@
 - "jv_host": the same method compiled for the CPU by numba (`idspn_jax._jv_host`), a loop per
   matrix over the host's threads, called through `jax.pure_callback`: exact in float64, and on
   CPU 1.5-2.8x faster than scipy's host loop (`benchmarks/bench_matching.py`, batch 128,
-  N = 10-64); a round trip on accelerators.
+  N = 10-64); a round trip on accelerators. numba is optional: install it with
+  ``pip install "idspn_jax[cpu-matcher]"``. Without it this method raises `ImportError`.
 - "auto": on CPU "jv" for N <= 12 and "jv_host" above, whichever is faster inside a jitted
   training step (`benchmarks/bench_matching.py`: the callback's fixed cost outweighs the XLA
-  loop's steps only for small sets); "jv" on accelerators, where a host round trip would
-  stall the device.
+  loop's steps only for small sets), or "jv" for every N when numba is not installed; "jv" on
+  accelerators, where a host round trip would stall the device.
 
 The matching is not differentiable: the costs pass through `stop_gradient`.
 
@@ -51,12 +52,13 @@ def default_method(backend: str | None = None, n: int | None = None) -> str:
   in a jitted training step of batch 128 (`benchmarks/bench_matching.py`), the host
   callback's fixed cost outweighs jv's sequential steps at N = 10 and 12, the two tie at
   N = 16, and the compiled host loop is ahead from N = 24. Without `n`, the CPU choice is
-  "jv_host".
+  "jv_host". "jv_host" needs numba, an optional dependency: when numba cannot be imported the
+  choice is "jv" (exact as well, slower on CPU for large N), without a warning.
   """
   backend = jax.default_backend() if backend is None else backend
-  if backend != "cpu":
+  if backend != "cpu" or (n is not None and n <= CPU_JV_MAX_N):
     return "jv"
-  return "jv" if n is not None and n <= CPU_JV_MAX_N else "jv_host"
+  return "jv_host" if _matching.jv_host_available() else "jv"
 
 
 def check_cost(cost: jax.typing.ArrayLike) -> jax.Array:
@@ -102,9 +104,12 @@ def linear_sum_assignment(
 
   Raises:
     ValueError: for an unknown method, non-square matrices or (outside `jit`) non-finite costs.
+    ImportError: for "jv_host" when numba is not installed (the extra ``cpu-matcher``).
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+  if method == "jv_host":
+    _matching.load_jv_host()  # Without numba, fail here for every shape, empty batches too.
   cost = jax.lax.stop_gradient(check_cost(cost))
   if method == "auto":
     method = default_method(n=cost.shape[-1])
