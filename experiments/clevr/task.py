@@ -299,7 +299,13 @@ def prepare_data(config: ml_collections.ConfigDict) -> None:
   """Says which source is in use, and renders the synthetic splits if they are absent."""
   source = config.data.source
   if source == "synthetic":
-    prepare_synthetic(config, data_root(config))
+    # One process renders (into a folder they share); the others wait for it.
+    if jax.process_index() == 0:
+      prepare_synthetic(config, data_root(config))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices("clevr synthetic data rendered")
   elif source == "folder":
     logging.info("CLEVR data: the CLEVR v1.0 folder %s.", data_root(config))
   else:

@@ -9,6 +9,10 @@ numbering sets, decoded CLEVR images. Per-batch randomness (numbering's random p
 is seeded from ``(epoch, k)`` inside ``load``. A run resumed at step s therefore sees the
 batches an uninterrupted run sees from step s.
 
+In a multi-process run (`jax.distributed`) each process loads only its share of every batch:
+process ``p`` of ``P`` reads rows ``p * B / P .. (p + 1) * B / P`` of the batch the single-process
+run reads (the order is the same everywhere, so the processes' shares make up that batch).
+
 Training reads shuffled epochs without end and drops each epoch's remainder (other examples
 each epoch). An evaluation reads its split once in order (``shuffle=False, num_epochs=1``); a
 remainder is dropped there too, always the same examples, so it is logged.
@@ -45,7 +49,8 @@ class Batches:
 
   def __init__(self, num_examples: int, load: Load, *, batch_size: int, seed: int = 0,
                shuffle: bool = True, drop_remainder: bool = True, num_epochs: int | None = None,
-               num_threads: int = 0, prefetch: int = 4, split: str | None = None):
+               num_threads: int = 0, prefetch: int = 4, split: str | None = None,
+               process_index: int | None = None, process_count: int | None = None):
     """Describes the batches; nothing is loaded yet.
 
     Args:
@@ -60,6 +65,8 @@ class Batches:
       prefetch: Batches loaded ahead by the threads.
       split: The split read, named in messages. An in-order pass (``shuffle=False``) that
         drops a remainder logs it.
+      process_index, process_count: Which share of each batch this process loads (None: JAX's
+        `jax.process_index()` and `jax.process_count()`).
     """
     _check_count("batch_size", batch_size)
     _check_count("num_examples", num_examples, minimum=0)
@@ -72,6 +79,18 @@ class Batches:
                        "drop_remainder=True leaves no batch")
     if num_examples == 0:
       raise ValueError(f"{of} examples are none: there is nothing to batch")
+    if process_index is None or process_count is None:
+      import jax  # Only here: the rest of this module is NumPy.
+
+      process_index, process_count = jax.process_index(), jax.process_count()
+    _check_count("process_count", process_count)
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
+    if batch_size % process_count:
+      raise ValueError(
+        f"a batch of {batch_size} cannot be split over {process_count} processes: each process "
+        f"loads an equal share of every batch, so choose a multiple of {process_count}")
+    self.process_index, self.process_count = int(process_index), int(process_count)
     self.num_examples, self.batch_size = int(num_examples), int(batch_size)
     self.load, self.seed, self.shuffle = load, int(seed), shuffle
     self.drop_remainder, self.num_epochs = drop_remainder, num_epochs
@@ -106,10 +125,17 @@ class Batches:
     epoch, index = divmod(int(step), self.steps_per_epoch)
     return self.epoch_order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
 
+  def share(self, size: int) -> slice:
+    """This process's rows of a batch of ``size`` rows."""
+    per_process = size // self.process_count
+    return slice(self.process_index * per_process, (self.process_index + 1) * per_process)
+
   def batch(self, step: int) -> Batch:
-    """The batch of global step ``step`` (0-based), a pure function of ``(seed, step)``."""
+    """This process's share of the batch of global step ``step`` (0-based; the whole batch in a
+    single process), a pure function of ``(seed, step)``."""
     epoch, index = divmod(int(step), self.steps_per_epoch)
-    return self.load(self.batch_indices(step), epoch, index)
+    indices = self.batch_indices(step)
+    return self.load(indices[self.share(len(indices))], epoch, index)
 
   def iterate(self, start_step: int = 0, *, num_steps: int | None = None) -> Iterator[Batch]:
     """The batches of steps ``start_step``, ``start_step + 1``, ...: ``num_steps`` of them, or

@@ -43,7 +43,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments.common import checkpointing, hugepages, models, reporting, validation
+from experiments.common import checkpointing, distributed, hugepages, models, reporting, validation
 
 Batch = dict[str, np.ndarray]
 Config = ml_collections.ConfigDict
@@ -203,20 +203,29 @@ def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
 
 
 def shard_batch(batch: Batch, mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a global host batch on the mesh, split along its first axis."""
+  """Places this process's share of a batch on the mesh, split along the first axis.
+
+  In a single process the share is the whole batch. With several, each passes the rows it
+  loaded (`batching.Batches` loads process p's share) and the global batch is their
+  concatenation in process order.
+  """
   sharding = NamedSharding(mesh, P("data"))
-  n_proc, index = jax.process_count(), jax.process_index()
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
 
-  def place(x):
-    x = np.asarray(x)
-    per_process = x.shape[0] // n_proc
-    local = x[index * per_process:(index + 1) * per_process]
-    return jax.make_array_from_process_local_data(sharding, local)
 
-  return {k: place(v) for k, v in batch.items()}
+def replicate(tree, mesh: Mesh):
+  """Places a tree that every process holds alike on every device of the mesh.
+
+  With several processes JAX checks that they pass equal values (a collective), so they meet
+  first (`distributed.barrier`).
+  """
+  distributed.barrier("replicate")
+  return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
 def _to_host(tree):
+  """A tree of global (or process-local host) arrays as whole NumPy arrays on every process."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
 
@@ -261,7 +270,7 @@ def create_train_state(config: ml_collections.ConfigDict, task: Task, mesh: Mesh
     apply_fn=task.model.apply, params=variables["params"], tx=tx,
     batch_stats=variables.get("batch_stats", {}), rng=state_rng,
   )
-  return jax.device_put(state, NamedSharding(mesh, P()))
+  return replicate(state, mesh)
 
 
 def evaluate(state: TrainState, task: Task, config, mesh: Mesh, split: str,
@@ -270,11 +279,13 @@ def evaluate(state: TrainState, task: Task, config, mesh: Mesh, split: str,
   key = jax.random.PRNGKey(config.seed + 1_000_003)  # the same randomness at every evaluation
   preds, batches, losses = [], [], []
   for i, batch in enumerate(task.eval_batches(split)):
-    _check_batch_size(len(next(iter(batch.values()))), mesh, f"{split} batch of size")
+    size = len(next(iter(batch.values()))) * jax.process_count()
+    _check_batch_size(size, mesh, f"{split} batch of size")
     pred, loss = eval_fn(state, shard_batch(batch, mesh), key=jax.random.fold_in(key, i))
     preds.append(_to_host(pred))
     losses.append(_to_host(loss))
-    batches.append(batch)
+    # The metrics need the whole batch: gather the processes' shares (a no-op in one process).
+    batches.append(_to_host(batch))
   if not batches:
     raise ValueError(f"the {split} split yielded no batch")
   metrics = {"loss": float(np.mean(np.concatenate(losses)))}
@@ -295,14 +306,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = pathlib.Path(workdir)
   reporting.quiet_orbax_logs()
   _check_workdir(workdir)
-  if config.get("distributed", False) and jax.process_count() == 1:
-    jax.distributed.initialize()
+  distributed.initialize(cluster=config.get("distributed", False))
   is_main = jax.process_index() == 0
   mesh = create_mesh()
-  _check_batch_size(config.train.batch_size, mesh, "train.batch_size")
-  _check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-  logging.info("task %s on %d device(s) (%s), workdir %s", task.name, mesh.size,
-               jax.default_backend(), workdir)
+  distributed.check_batch_split(config.train.batch_size, "train.batch_size")
+  distributed.check_batch_split(config.eval.batch_size, "eval.batch_size")
+  logging.info("task %s on %d device(s) (%s) in %d process(es), workdir %s", task.name,
+               mesh.size, jax.default_backend(), jax.process_count(), workdir)
   if jax.default_backend() == "cpu":
     logging.info(hugepages.status())
 
@@ -315,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   start_step = 0
   if restored is not None:
     start_step, state = restored
-    state = jax.device_put(state, NamedSharding(mesh, P()))
+    state = replicate(state, mesh)
     logging.info("resumed from the checkpoint of step %d", start_step)
   else:
     # Starting over here would replace the run's config.json and, as new checkpoints rotate
@@ -356,10 +366,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       return state, step
     logging.info("the summary evaluates the best checkpoint (step %d by %s)", best[0],
                  config.train.best_metric)
-    return jax.device_put(best[1], NamedSharding(mesh, P())), best[0]
+    return replicate(best[1], mesh), best[0]
 
   def run_eval(step: int, split: str, state=None) -> dict[str, float]:
     state = state if state is not None else current["state"]
+    distributed.barrier(f"evaluation at step {step}")
     metrics, pred, batch = evaluate(state, task, config, mesh, split, eval_fn)
     writers.write(step, split, metrics)
     logging.info("step %d %s: %s", step, split,
@@ -384,6 +395,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     try:
       for step in range(start_step, total):
         batch = shard_batch(next(data), mesh)
+        if step == start_step and jax.process_count() > 1:
+          # Compile before meeting, so the processes start their first collective together.
+          train_fn.lower(state, batch, inner_steps=inner_steps_at(step, config)).compile()
+          distributed.barrier("first training step")
         state, metrics = train_fn(state, batch, inner_steps=inner_steps_at(step, config))
         current["state"] = state
         done = step + 1
@@ -404,7 +419,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
           last_good = _save(ckpt, done, state, workdir, last_good)
         if config.train.eval_every and (done % config.train.eval_every == 0 or done == total):
           metrics = run_eval(done, task.eval_splits[0])
-          if config.train.best_metric and is_main:
+          if config.train.best_metric:  # every process: orbax saves together
             ckpt.save_best(done, state, metrics)
     except KeyboardInterrupt:
       done = int(jax.device_get(state.step))
@@ -445,6 +460,11 @@ def main_for(create_task: Callable[[Config], Task], *,
     if len(argv) > 1:
       raise ValueError(f"unexpected arguments: {argv[1:]}")
     config = flags.FLAGS.config
+    # Join a multi-process run (experiments.launch, or a cluster with config.distributed)
+    # before anything touches JAX, and refuse a batch the processes cannot share.
+    distributed.initialize(cluster=config.get("distributed", False))
+    distributed.check_batch_split(config.train.batch_size, "train.batch_size")
+    distributed.check_batch_split(config.eval.batch_size, "eval.batch_size")
     if resolve is not None:
       config = resolve(config)
     workdir = pathlib.Path(flags.FLAGS.workdir)

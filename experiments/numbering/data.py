@@ -275,12 +275,14 @@ class NumberingBatches(batching.Batches):
 
   def _one_hots(self, rows: np.ndarray, epoch: int, index: int) -> dict[str, np.ndarray]:
     """The batch of sets ``rows``, the ``index``-th of epoch ``epoch`` (which seeds DA)."""
-    permute_rng = np.random.default_rng((self.seed, epoch, index)) if self.permute else None
-    x, y = one_hot_batch(
-      self.inputs[rows],
-      self.targets[rows],
-      n_classes=self.n_classes,
-      set_size=self.set_size,
-      permute_rng=permute_rng,
-    )
+    inputs, targets = self.inputs[rows], self.targets[rows]
+    if self.permute:
+      # The whole batch's permutations, then this process's share of them (the same rows a
+      # single process permutes alike).
+      full = np.random.default_rng((self.seed, epoch, index)).random(
+        (len(rows) * self.process_count, inputs.shape[1]))
+      perm = np.argsort(full[self.share(len(full))], axis=-1)  # [B_local, S]
+      inputs = np.take_along_axis(inputs, perm, axis=-1)
+      targets = np.take_along_axis(targets, perm, axis=-1)
+    x, y = one_hot_batch(inputs, targets, n_classes=self.n_classes, set_size=self.set_size)
     return {"inputs": x, "targets": y}
