@@ -112,4 +112,5 @@ def project_rows_to_simplex(
     find = _simplex_threshold_by_counting if method == "count" else _simplex_threshold_by_pivoting
     support = rows > find(rows, scale)  # [R, D]
     out = jax.nn.relu(rows - _threshold_on_support(rows, support, scale))
-  return out.reshape(y.shape)  # [..., D]
+  # optax's projection promotes float32 to float64 when x64 is on: keep the input's dtype.
+  return out.astype(y.dtype).reshape(y.shape)  # [..., D]

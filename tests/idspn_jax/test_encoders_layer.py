@@ -342,3 +342,10 @@ def test_fspool_ranks_are_a_tie_breaking_permutation(n):
   x = jnp.round(jax.random.normal(jax.random.key(0), (3, n, 4)) * 2) / 2  # many ties
   expected = jnp.argsort(jnp.argsort(x, axis=-2, stable=True), axis=-2)
   np.testing.assert_array_equal(_sort_ranks(x), expected)
+
+
+@pytest.mark.parametrize("method", ["sort", "count", "pivot"])
+def test_simplex_projection_keeps_the_input_dtype(method):
+  # The tests run with x64 on, where optax's projection would otherwise return float64.
+  y = jnp.linspace(-1.0, 2.0, 12, dtype=jnp.float32).reshape(3, 4)
+  assert idspn_jax.project_rows_to_simplex(y, method=method).dtype == jnp.float32
