@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, \
 'optax', optax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
 run() { echo "== $*"; timeout "$1" "${@:2}" 2>&1 | grep -v '^[IW][0-9]\{4\} ' | tee -a "$OUT/bench.log"; }
-run 90 python3 -m pytest -q -p no:cacheprovider tests/test_solve.py -x -k "cg_matches or unroll_equals or approx_is_exact"
+run 90 python3 -m pytest -q -p no:cacheprovider tests/idspn_jax/test_solve.py -x -k "cg_matches or unroll_equals or approx_is_exact"
 run 240 python3 -m benchmarks.bench_steps --no-fresh
 run 90 python3 -m benchmarks.bench_clevr_step paper128 40
 run 60 python3 -m benchmarks.bench_clevr_step paper128 20

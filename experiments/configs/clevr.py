@@ -22,7 +22,7 @@ VARIANTS = ("small", "paper128", "paper256", "test")
 
 
 def get_config(variant: str = "small") -> config_dict.ConfigDict:
-  """``small``: half an hour on 2 CPU cores (see its steps); ``paper128``/``paper256``: the
+  """``small``: about 35 minutes on 2 CPU cores (see its steps); ``paper128``/``paper256``: the
   poster's settings; ``test``: seconds, for the tests."""
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
@@ -124,51 +124,47 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.data.num_threads = 2
     config.model.encoder = "small_cnn"
     # Three stride-2 convolutions keep an 8x8 grid for the head (at 4x4, several objects share
-    # a cell): AP_inf 8.2 against 6.9 at 2,000 steps with the dense head (see the README).
+    # a cell; docs/experiments/clevr.md has this and the other :small ablations).
     config.model.encoder_options.widths = (32, 64, 128)
-    # One MLP shared by the 64 cells, then their mean, instead of dense layers with weights per
-    # cell: AP_inf 17.8 against 11.7 at 2,000 steps (see the README). Two hidden layers in
-    # that MLP: 20.5 against 17.4 at 2,000 steps, 31.4 against 28.2 at 4,000 (three: 13.6).
+    # One MLP with two hidden layers shared by the 64 cells, then their mean: it learns faster
+    # than dense layers with weights per cell.
     config.model.encoder_options.head = "mean"
     config.model.encoder_options.head_layers = 2
-    # BatchNorm in the encoder, at no extra cost per step (the README's CLEVR runs use it).
+    # BatchNorm in the encoder, at no extra cost per step.
     config.model.encoder_options.batch_norm = True
     config.model.latent_norm = True
     # The paper's Jacobian-free implicit gradient (backward "approx", the base default), taken
-    # at the iterate before the last inner step as the reference takes it.
+    # at the iterate before the last inner step as the reference takes it. In the same time as
+    # 26,000 steps backpropagated through the last 5 inner steps (whose step is 1.25x slower),
+    # it reaches AP_inf 90.4 against 91.5, and AP_0.5 65.4 against 47.8 (see
+    # docs/experiments/clevr.md).
     config.model.hidden = 256
     config.model.latent = 256
     config.model.idspn.steps = 20
-    # With 10-20 inner steps of lr 1.0 from the random start, the set barely moves until g has
-    # grown a large Jacobian; lr 10 lets it reach the objects early (on single-object scenes,
-    # AP_inf 38.0 against 7.9 at 1,000 steps; see the README).
+    # With 20 inner steps of lr 1.0 from the random start, the set barely moves until g has
+    # grown a large Jacobian; lr 10 lets it reach the objects early in training.
     config.model.idspn.learning_rate = 10.0
-    # Nesterov momentum 0.7 instead of the paper's 0.9: AP_inf 27.5 against 21.0 at 2,000
-    # steps. What matters is the effective step lr / (1 - momentum): 33-43 did best (0.5 with
-    # lr 20 and 0 with lr 40 did as well), 100 (0.9) and 80 worse, 20 and 10 worse still
-    # (see the README).
+    # Nesterov momentum 0.7 instead of the paper's 0.9: what matters is the effective step
+    # lr / (1 - momentum), and 33-43 did best.
     config.model.idspn.momentum = 0.7
     config.train.batch_size = 32
     # 20 inner steps throughout: the poster's schedule (half the steps in the first half)
-    # learned colour later here (AP_inf 8.2 against 13.0 at 2,000 steps, see the README).
+    # learned colour later here.
     config.train.inner_steps_schedule = False
-    # Half an hour on 2 cores of an AVX-512 AMD EPYC (about 16 steps/s with huge pages, see
-    # experiments/common/hugepages.py; the README has the run); the machines of earlier sessions ran
-    # the step about 1.75x slower, so there this takes nearer an hour and about 15,000 steps
-    # (drop at 13,500) fit the half hour.
-    config.train.steps = 26000
-    config.train.lr_drop_step = 24500
+    # About 35 minutes on 2 cores of an AVX-512 AMD EPYC (15 steps/s with huge pages, see
+    # experiments/common/hugepages.py); on a machine that runs the step 1.75x slower, about
+    # 18,000 steps (drop at 17,000) fit the half hour.
+    config.train.steps = 32000
+    config.train.lr_drop_step = 30200
     # An evaluation (4 x 80 inner steps on 500 images, its picture and the best checkpoint)
-    # costs about 8 s here, a checkpoint under 1 s.
+    # costs about 10 s on 2 cores, a checkpoint under 1 s.
     config.train.eval_every = 5000
     config.train.checkpoint_every = 2500
     config.eval.batch_size = 100
-    # Trained with 20 inner steps, evaluated with 80 (more steps at test time refine the set,
-    # as in the poster's figure: AP_inf 88.3 with 40, 89.7 with 80, 89.7 with 160 at the last
-    # checkpoint of a 25,000-step run; see the README).
+    # Trained with 20 inner steps, evaluated with 80: more steps at test time refine the set,
+    # as in the poster's figure.
     config.eval.inner_steps = 80
-    # Four random starts per image, each image's lowest-energy set kept: AP_inf 91.5 against
-    # 89.4 with one at the end of `make demo`'s 26,000 steps (8: 91.4; see the README).
+    # Four random starts per image, each image's lowest-energy set kept (no label is used).
     config.eval.restarts = 4
   elif variant == "test":
     config.data.source = "synthetic"
