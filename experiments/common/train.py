@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import pathlib
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -194,14 +195,6 @@ def create_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), ("data",))
 
 
-def _check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
-  if batch_size % mesh.size:
-    raise ValueError(
-      f"{what} {batch_size} is not divisible by the number of devices ({mesh.size}): "
-      f"choose a multiple of {mesh.size}"
-    )
-
-
 def shard_batch(batch: Batch, mesh: Mesh) -> dict[str, jax.Array]:
   """Places this process's share of a batch on the mesh, split along the first axis.
 
@@ -240,7 +233,8 @@ def _to_host(tree):
 def _check_workdir(workdir: pathlib.Path) -> None:
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_probe"
+    # One probe per process: the processes of a multi-process run share the workdir.
+    probe = workdir / f".write_probe.{socket.gethostname()}.{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as err:
@@ -280,7 +274,7 @@ def evaluate(state: TrainState, task: Task, config, mesh: Mesh, split: str,
   preds, batches, losses = [], [], []
   for i, batch in enumerate(task.eval_batches(split)):
     size = len(next(iter(batch.values()))) * jax.process_count()
-    _check_batch_size(size, mesh, f"{split} batch of size")
+    distributed.check_batch_split(size, f"{split} batch size")
     pred, loss = eval_fn(state, shard_batch(batch, mesh), key=jax.random.fold_in(key, i))
     preds.append(_to_host(pred))
     losses.append(_to_host(loss))

@@ -256,6 +256,12 @@ def solve(
   * ``backward="cg"`` solves the linear system with ``cg_maxiter`` conjugate-gradient steps on
     ``H + cg_ridge * I`` (``H`` may be indefinite away from a minimum: the ridge keeps CG sane);
     normal-equation CG with a projection. Memory does not grow with ``steps`` either.
+  * ``backward="unroll"`` backpropagates through every step (DSPN); memory grows with ``steps``.
+    With ``backprop_steps=K`` it backpropagates through the last K steps only (truncated
+    backpropagation): the first ``steps - K`` run without a tape, so the backward pass and its
+    memory cost K steps. For plain gradient descent from a converged loop the gradient is the
+    first K terms of the Neumann series of the implicit one (the Jacobian-free approximation is
+    the first term alone).
 
   Where the implicit gradient is taken (``implicit_at``, both implicit modes): by default
   (``"previous"``, as the reference implementation) at the iterate ``Y_{T-1}`` before the last
@@ -269,12 +275,6 @@ def solve(
   training can collapse (the inner loop diverges); it is kept for ablations. With ``tol`` the
   loop stops once every set's gradient norm is under ``tol`` or after ``steps - 1`` steps, then
   takes its last step (``"final"``: after ``steps`` steps, with no step after the stop).
-  * ``backward="unroll"`` backpropagates through every step (DSPN); memory grows with ``steps``.
-    With ``backprop_steps=K`` it backpropagates through the last K steps only (truncated
-    backpropagation): the first ``steps - K`` run without a tape, so the backward pass and its
-    memory cost K steps. For plain gradient descent from a converged loop the gradient is the
-    first K terms of the Neumann series of the implicit one (the Jacobian-free approximation is
-    the first term alone).
 
   Gradients flow to every array leaf of ``args``; ``y0`` is only the starting point (it gets a
   gradient under ``"unroll"`` alone, and not with ``backprop_steps``; pass it in ``args`` too if
