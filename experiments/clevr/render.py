@@ -1,36 +1,32 @@
-r"""A synthetic CLEVR-style renderer in NumPy and PIL, writing the real CLEVR v1.0 layout.
+r"""CLEVR scenes drawn in NumPy, as Blender draws CLEVR's official assets, in the CLEVR v1.0 layout.
 
   python -m experiments.clevr.render --root=data/clevr_synth --train=5000 --val=500 \
-      --image_size=128
+      --image_size=64
+  # Blender and CLEVR's official assets instead (see experiments.clevr.blender):
+  python -m experiments.clevr.render --engine=blender --assets=<clevr assets> \
+      --root=data/clevr_blender --train=0 --val=500
 
 (splits already complete with the same settings are left as they are; the CLEVR experiment
 renders its synthetic source itself on first use, with `render_dataset`.)
 
-Scenes follow the public CLEVR generator (facebookresearch/clevr-dataset-gen): 3 to 10 objects,
-centres ``(x, y)`` uniform in [-3, 3], each object resting on the ground plane, surfaces at least
-``min_dist`` apart and centres at least ``margin`` apart along the camera's left/right and
-front/behind directions, random rotation about z, camera and light jittered per image, and every
-object at least ``min_visible`` of the image area visible (CLEVR's 200 pixels of 320x240),
-otherwise the scene is drawn again. Shapes use CLEVR's scales: a sphere of radius r, a cylinder
-of radius r and half-height r, a cube of half-side r / sqrt(2) (so that its footprint fits the
-same circle), with r = 0.7 (large) or 0.35 (small); ``3d_coords`` is the object's centre, so z is
-its half-height.
+Scenes are CLEVR v1.0's (`experiments.clevr.generator`: its sampling rules, the camera of its
+``base_scene.blend`` with its 35 mm lens and 480 x 320 frame, camera and lamp jitter); scene
+``i`` of a split is a pure function of ``(seed, split, i)``, the same scene the Blender path
+draws for the same seed. Images are drawn in that 3:2 frame and resized to a square as CLEVR's
+loaders resize CLEVR's images (bilinearly, no crop), so objects look as tall and narrow as they
+do in real CLEVR inputs.
 
-Rendering is exact ray casting, not Blender: for every pixel a ray from a pinhole camera is
-intersected with each sphere, oriented box and capped cylinder (restricted to the object's
-screen rectangle), and the nearest hit wins (a per-pixel depth test, which gives occlusion by
-depth exactly where a painter's algorithm would only sort whole objects). Surfaces are shaded with
-one jittered key light plus ambient: rubber is Lambertian (matte), metal has a weaker diffuse
-term, a reflected sky gradient tinted by its colour (as metals reflect) and a sharp white
-highlight. Objects cast soft blob shadows on the ground. Images are rendered square at the
-requested size directly, supersampled 2x2 and box-filtered for anti-aliasing.
-``pixel_coords`` are ``[x, y, depth]`` in that image's pixels (x right, y down from the
-top-left corner) and camera-space depth, as CLEVR's are for its 320x240 renders.
-
-The camera is CLEVR's position (7.36, -6.93, 4.96) jittered by up to 0.5 per axis, looking at
-a ground point near the origin. CLEVR's horizontal field of view is 49.1 degrees (Blender's
-35 mm lens on a 32 mm sensor); the default here is 42 degrees, for larger objects in small
-images (``RenderOptions.fov_degrees``).
+Rendering is exact ray casting (spheres, oriented boxes, capped cylinders; nearest hit per ray)
+and shading modelled on Cycles with CLEVR's stage: the default grey diffuse ground lit by the
+three jittered area lamps (key, back, fill: their powers, colours and positions) and the sun of
+``base_scene.blend``, with inverse-square falloff, soft shadows (each object an occluding sphere,
+the penumbra from the lamp's size) and a bounce term; rubber is diffuse with a faint gloss,
+metal reflects the ground and the dark surroundings tinted by its colour, with lamp highlights.
+Colours are CLEVR's: the sRGB values / 255 used as linear albedo, shown through Blender's
+"Standard" view (the sRGB transfer curve). Each image is rendered at ``supersample`` times the
+output size and resized down with PIL's bilinear filter, the loaders' filter. Optional domain
+randomisation (``RenderOptions.randomize``) varies exposure, lamp powers and colours, the ground
+and the object colours a little, from a random stream of its own, so scenes do not change.
 """
 
 import dataclasses
@@ -48,325 +44,319 @@ import numpy as np
 import PIL.Image
 from absl import app, flags, logging
 
-# CLEVR's eight colours (RGB, 0-255) and its object scales.
-COLORS_RGB = {
-  "gray": (87, 87, 87),
-  "red": (173, 35, 35),
-  "blue": (42, 75, 215),
-  "green": (29, 105, 20),
-  "brown": (129, 74, 25),
-  "purple": (129, 38, 192),
-  "cyan": (41, 208, 208),
-  "yellow": (255, 238, 51),
-}
-SIZES = {"large": 0.7, "small": 0.35}
-SHAPES = ("sphere", "cube", "cylinder")
-MATERIALS = ("rubber", "metal")
+from experiments.clevr import generator
+from experiments.clevr.generator import COLORS_RGB, MATERIALS, SHAPES, SIZES  # noqa: F401
 
-_COLOR_NAMES = tuple(COLORS_RGB)
-_SIZE_NAMES = tuple(SIZES)
-_CAMERA_POSITION = np.array([7.358891, -6.925791, 4.958309])
-_GROUND_RGB = np.array([0.60, 0.60, 0.58], np.float32)
-_SKY_RGB = np.array([0.75, 0.75, 0.76], np.float32)
+# Lamps of base_scene.blend: power (W), colour, size of the square area light.
+_LAMPS = {
+  "Lamp_Key": (100.0, (1.0, 0.9323, 0.8167), 0.5),
+  "Lamp_Back": (50.0, (1.0, 1.0, 1.0), 1.0),
+  "Lamp_Fill": (30.0, (0.7617, 0.8177, 1.0), 0.5),
+}
+_SUN_STRENGTH = 0.45
+_SUN_ROTATION = (0.2360284924507141, 0.41688039898872375, 0.09707935154438019)
+_GROUND_ALBEDO = 0.8
+# Metal (fitted to Blender's renders of the same scenes, see experiments.clevr.compare): the
+# reflected surroundings above the horizon as a fraction of the far ground's light, the weights
+# of its two highlight lobes, how much of its reflection is blurred to the object's mean, and the
+# reflection's strength.
+ENV_UP = 0.6
+METAL_LOBES = (2.0, 6.0)
+METAL_BLUR = 0.4
+METAL_ENV = 0.85
 
 
 @dataclasses.dataclass(frozen=True)
 class RenderOptions:
-  """Scene and camera settings of the synthetic source.
+  """Settings of the NumPy renderer.
 
   Attributes:
     image_size: Side of the square output image in pixels.
     min_objects: Fewest objects per scene (CLEVR: 3).
     max_objects: Most objects per scene (CLEVR: 10).
-    min_dist: Least gap between two objects' bounding circles on the ground (CLEVR: 0.25).
-    margin: Least centre separation along each camera cardinal direction (CLEVR: 0.4).
-    min_visible: Least visible area of each object, as a fraction of the image (CLEVR: 200 of
-      320x240 pixels).
-    fov_degrees: Horizontal field of view of the pinhole camera. CLEVR's is 49.1; the default
-      42 makes objects 1.19x larger and cuts only the far left and right corners of the
-      [-3, 3] square (scenes with an object too little visible are drawn again).
-    look_at_shift: The camera looks at the ground point this far from the origin towards the
-      camera, which centres the [-3, 3] square vertically in the frame.
-    camera_jitter: Uniform jitter of each camera coordinate (CLEVR: 0.5).
-    light_jitter: Uniform jitter of the key light direction's components and intensities.
-    supersample: Rays per pixel side; the image is box-filtered down from this.
+    supersample: The 3:2 frame is drawn ``supersample * image_size`` pixels high (and 1.5 times
+      that wide) and resized down to the square.
+    exposure: Scale of all light (calibrated against Blender's renders of the same scenes).
+    ambient: Light on every surface from everywhere, as a fraction of the direct light's scale.
+    bounce: Light the ground reflects onto objects' lower sides, as a fraction of the direct
+      light on the ground at the origin.
+    randomize: Strength of the domain randomisation (0: every image under the base lights and
+      colours, noise-free; 1: exposure x e^U(-0.25, 0.25), each lamp's power x e^U(-0.3, 0.3)
+      and colour x e^U(-0.08, 0.08) per channel, the sun, the ambient light x e^U(-0.3, 0.3),
+      the ground's albedo x e^U(-0.1, 0.1), each object's colour x e^U(-0.06, 0.06) per
+      channel, pixel noise of relative deviation U(0, 0.08) before the resize, and metal's
+      reflections: blur 0.4 + U(-0.2, 0.2), strength x e^U(-0.2, 0.2), highlights and the
+      reflected surroundings x e^U(-0.5, 0.5)).
+    rounded: Give cubes and cylinders the rounded edges of CLEVR's meshes.
   """
 
   image_size: int = 128
   min_objects: int = 3
   max_objects: int = 10
-  min_dist: float = 0.25
-  margin: float = 0.4
-  min_visible: float = 200.0 / (320 * 240)
-  fov_degrees: float = 42.0
-  look_at_shift: float = 0.5
-  camera_jitter: float = 0.5
-  light_jitter: float = 0.1
   supersample: int = 2
+  exposure: float = 0.72
+  ambient: float = 0.1
+  bounce: float = 0.3
+  randomize: float = 1.0
+  rounded: bool = True
 
 
-class _Camera:
-  """A pinhole camera looking at the origin with world z up."""
+class _Look:
+  """Lights and colours of one image (the base stage, or a randomised variant of it)."""
 
-  def __init__(self, position: np.ndarray, *, width: int, fov_degrees: float,
-               look_at: np.ndarray):
-    self.position = position
-    forward = (look_at - position) / np.linalg.norm(look_at - position)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    self.forward, self.right, self.up = forward, right, np.cross(right, forward)
-    self.width = width
-    self.focal = 0.5 * width / math.tan(math.radians(fov_degrees) / 2)
+  def __init__(self, scene: dict, opts: RenderOptions, rng: np.random.Generator | None):
+    u = (lambda lo, hi: float(rng.uniform(lo, hi))) if rng is not None and opts.randomize else (
+      lambda lo, hi: 0.5 * (lo + hi))
+    s = opts.randomize
+    exposure = opts.exposure * math.exp(u(-0.25 * s, 0.25 * s))
+    self.lamps = []
+    for name, (power, colour, size) in _LAMPS.items():
+      tint = np.array([math.exp(u(-0.08 * s, 0.08 * s)) for _ in range(3)])
+      p = power * math.exp(u(-0.3 * s, 0.3 * s))
+      location = np.asarray(scene.get("lamp_locations", {}).get(
+        name, generator.LAMP_LOCATIONS[name]), np.float64)
+      self.lamps.append((location, exposure * p * np.asarray(colour) * tint, size))
+    self.sun = (generator.euler_xyz(_SUN_ROTATION) @ [0.0, 0.0, 1.0],
+                exposure * _SUN_STRENGTH * math.exp(u(-0.3 * s, 0.3 * s)))
+    self.ambient = exposure * opts.ambient * math.exp(u(-0.3 * s, 0.3 * s))
+    self.ground = _GROUND_ALBEDO * math.exp(u(-0.1 * s, 0.1 * s))
+    self.colour_jitter = 0.06 * s
+    # Sampling noise, as a path tracer's: a relative standard deviation per drawn pixel.
+    self.noise = u(0.0, 0.08 * s) if rng is not None else 0.0
+    # Metal: how blurred its reflections are, how bright, and its highlights.
+    self.metal_blur = METAL_BLUR + u(-0.2 * s, 0.2 * s)
+    self.metal_env = METAL_ENV * math.exp(u(-0.2 * s, 0.2 * s))
+    self.metal_lobes = tuple(w * math.exp(u(-0.5 * s, 0.5 * s)) for w in METAL_LOBES)
+    self.env_up = ENV_UP * math.exp(u(-0.5 * s, 0.5 * s))
+    self.rng = rng
 
-  def rays(self) -> np.ndarray:
-    """Unit ray directions through the pixel centres, of shape [W, W, 3]."""
-    centres = (np.arange(self.width) + 0.5 - 0.5 * self.width).astype(np.float32)
-    across = centres[:, None] * self.right.astype(np.float32)  # [W, 3]
-    down = (self.focal * self.forward - centres[:, None] * self.up).astype(np.float32)  # [W, 3]
-    d = down[:, None, :] + across[None, :, :]  # [W, W, 3]
-    return d / np.sqrt(np.einsum("...i,...i->...", d, d))[..., None]
-
-  def project(self, point: np.ndarray) -> tuple[float, float, float]:
-    """Pixel x (right), pixel y (down) and camera depth of a world point."""
-    v = point - self.position
-    depth = float(v @ self.forward)
-    px = 0.5 * self.width + self.focal * float(v @ self.right) / depth
-    py = 0.5 * self.width - self.focal * float(v @ self.up) / depth
-    return px, py, depth
-
-  def ground_directions(self) -> dict[str, list[float]]:
-    """CLEVR's cardinal directions: camera right and forward projected onto the ground."""
-    behind = self.forward * [1.0, 1.0, 0.0]
-    behind /= np.linalg.norm(behind)
-    right = self.right * [1.0, 1.0, 0.0]
-    right /= np.linalg.norm(right)
-    as_list = lambda v: [round(float(c), 6) for c in v]
-    return {
-      "behind": as_list(behind), "front": as_list(-behind),
-      "right": as_list(right), "left": as_list(-right),
-      "above": [0.0, 0.0, 1.0], "below": [0.0, 0.0, -1.0],
-    }
+  def albedo(self, colour: str) -> np.ndarray:
+    a = np.asarray(COLORS_RGB[colour], np.float64) / 255.0
+    if self.rng is not None and self.colour_jitter:
+      a = a * np.exp(self.rng.uniform(-self.colour_jitter, self.colour_jitter, size=3))
+    return np.clip(a, 0.0, 1.0)
 
 
-def _geometry(shape: str, r: float) -> tuple[float, float]:
-  """Half-height (= centre z) and bounding-sphere radius of a shape of CLEVR scale r."""
-  if shape == "cube":
-    a = r / math.sqrt(2)
-    return a, a * math.sqrt(3)
-  if shape == "cylinder":
-    return r, r * math.sqrt(2)
-  return r, r
+def _occluders(objects: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+  """Centres [K, 3] and radii [K] of the spheres that stand in for the objects in shadows."""
+  factor = {"sphere": 1.0, "cube": 1.2, "cylinder": 1.15}
+  centres = np.array([o["3d_coords"] for o in objects], np.float64).reshape(-1, 3)
+  radii = np.array([generator.object_scale(o["shape"], o["size"]) * factor[o["shape"]]
+                    for o in objects])
+  return centres, radii
 
 
-def _sample_layout(rng: np.random.Generator, opts: RenderOptions, directions: dict) -> list[dict]:
-  """Draws objects until all spacing rules hold (CLEVR's 50 tries per object, then restart)."""
-  axes = [np.array(directions[k][:2]) for k in ("behind", "right")]
-  while True:
-    n = int(rng.integers(opts.min_objects, opts.max_objects + 1))
-    objects: list[dict] = []
-    for _ in range(n):
-      for _ in range(50):
-        size = _SIZE_NAMES[rng.integers(2)]
-        shape = SHAPES[rng.integers(3)]
-        r = SIZES[size]
-        x, y = rng.uniform(-3, 3, size=2)
-        ok = True
-        for o in objects:
-          dx, dy = x - o["_xy"][0], y - o["_xy"][1]
-          if math.hypot(dx, dy) - r - o["_r"] < opts.min_dist:
-            ok = False
-            break
-          if any(abs(dx * a[0] + dy * a[1]) < opts.margin for a in axes):
-            ok = False
-            break
-        if ok:
-          break
-      else:
-        break  # This object found no place: restart the scene, as CLEVR does.
-      objects.append({
-        "_xy": (x, y), "_r": r, "size": size, "shape": shape,
-        "color": _COLOR_NAMES[rng.integers(8)], "material": MATERIALS[rng.integers(2)],
-        "rotation": float(rng.uniform(0, 360)),
-      })
-    if len(objects) == n:
-      return objects
-
-
-def _intersect(shape: str, o: np.ndarray, d: np.ndarray, centre: np.ndarray, r: float,
-               theta: float) -> tuple[np.ndarray, np.ndarray]:
-  """Ray hits against one object.
+def _visibility(points: np.ndarray, to_light: np.ndarray, distance: np.ndarray, size: float,
+                centres: np.ndarray, radii: np.ndarray, skip: np.ndarray) -> np.ndarray:
+  """Soft visibility in [0, 1] of a lamp from points, each object a soft-edged sphere.
 
   Args:
-    shape: "sphere", "cube" or "cylinder".
-    o: Ray origin of shape [3].
-    d: Unit ray directions of shape [P, 3].
-    centre: Object centre of shape [3].
-    r: CLEVR scale of the object.
-    theta: Rotation about z in radians.
+    points: [P, 3] shaded points.
+    to_light: [P, 3] unit directions to the lamp.
+    distance: [P] distances to the lamp (inf for the sun).
+    size: The lamp's size (its angular size times distance gives the penumbra).
+    centres, radii: The occluding spheres.
+    skip: [P] object id of each point (-1: ground), which does not shadow itself.
+  """
+  vis = np.ones(len(points))
+  for k in range(len(radii)):
+    rel = centres[k] - points  # [P, 3]
+    along = np.einsum("pi,pi->p", rel, to_light)
+    perp = np.sqrt(np.maximum(np.einsum("pi,pi->p", rel, rel) - along**2, 0.0))
+    beyond = np.maximum(distance - along, 1e-3)
+    penumbra = 0.15 * radii[k] + size * along / beyond
+    occ = np.clip((radii[k] - perp) / np.maximum(penumbra, 1e-3) + 0.5, 0.0, 1.0)
+    occ = np.where((along > 0) & (along < distance) & (skip != k), occ, 0.0)
+    vis *= 1.0 - occ
+  return vis
+
+
+def _direct(points: np.ndarray, normals: np.ndarray, look: _Look, centres, radii, skip,
+            *, shadows: bool = True) -> np.ndarray:
+  """Irradiance [P, 3] from the lamps and the sun at points with normals."""
+  e = np.zeros((len(points), 3))
+  for location, power, size in look.lamps:
+    v = location - points
+    dist = np.linalg.norm(v, axis=1)
+    to_lamp = v / dist[:, None]
+    cos_s = np.clip(np.einsum("pi,pi->p", normals, to_lamp), 0.0, None)
+    facing = -location / np.linalg.norm(location)  # The lamps face the origin.
+    cos_l = np.clip(-to_lamp @ facing, 0.0, None)
+    w = cos_s * cos_l / (math.pi * dist**2)
+    if shadows:
+      w = w * _visibility(points, to_lamp, dist, size, centres, radii, skip)
+    e += w[:, None] * power[None, :]
+  sun_dir, strength = look.sun
+  cos_s = np.clip(normals @ sun_dir, 0.0, None)
+  if shadows:
+    cos_s = cos_s * _visibility(points, np.broadcast_to(sun_dir, points.shape),
+                                np.full(len(points), np.inf), 0.05, centres, radii, skip)
+  e += (strength * cos_s)[:, None]
+  return e
+
+
+def _contact(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, skip) -> np.ndarray:
+  """Ambient occlusion near objects' bases, in [0, 1] (1: open)."""
+  ao = np.ones(len(points))
+  for k in range(len(radii)):
+    d = np.linalg.norm(points - centres[k] * [1, 1, 0], axis=1)
+    ao *= np.where(skip == k, 1.0, 1.0 - 0.5 * np.clip(radii[k] / np.maximum(d, 1e-3), 0, 1)**3)
+  return ao
+
+
+def _ground_radiance(points, look: _Look, centres, radii, *, shadows: bool = True):
+  """Linear radiance [P, 3] of ground points."""
+  normals = np.broadcast_to([0.0, 0.0, 1.0], points.shape)
+  skip = np.full(len(points), -1)
+  e = _direct(points, normals, look, centres, radii, skip, shadows=shadows)
+  ao = _contact(points, centres, radii, skip) if shadows else 1.0
+  return look.ground / math.pi * (e + look.ambient * math.pi * np.asarray(ao)[..., None])
+
+
+def srgb(linear: np.ndarray) -> np.ndarray:
+  """Blender's "Standard" view: the sRGB transfer curve, clipped to [0, 1]."""
+  x = np.clip(linear, 0.0, 1.0)
+  return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+def _ground_image(camera, look: _Look, centres, radii, w: int, h: int) -> np.ndarray:
+  """Linear radiance [h, w, 3] of the ground seen through a w x h grid (objects left out)."""
+  ys, xs = np.mgrid[0:h, 0:w] + 0.5
+  d = camera.rays((xs * camera.width / w).ravel(), (ys * camera.height / h).ravel())
+  o = camera.location
+  t = -o[2] / np.minimum(d[:, 2], -1e-3)  # Rays at or above the horizon: the far ground.
+  return _ground_radiance(o + t[:, None] * d, look, centres, radii).reshape(h, w, 3)
+
+
+def _upsample(image: np.ndarray, w: int, h: int) -> np.ndarray:
+  """Bilinear interpolation of [h0, w0, C] pixel centres onto a w x h grid's."""
+  h0, w0 = image.shape[:2]
+  def axis(n0, n):
+    x = np.clip((np.arange(n) + 0.5) * n0 / n - 0.5, 0, n0 - 1)
+    i = np.minimum(x.astype(int), n0 - 2)
+    return i, (x - i)
+  iy, fy = axis(h0, h)
+  ix, fx = axis(w0, w)
+  top = image[iy][:, ix] * (1 - fx)[None, :, None] + image[iy][:, ix + 1] * fx[None, :, None]
+  bottom = (image[iy + 1][:, ix] * (1 - fx)[None, :, None]
+            + image[iy + 1][:, ix + 1] * fx[None, :, None])
+  return top * (1 - fy)[:, None, None] + bottom * fy[:, None, None]
+
+
+def shade(scene: dict, opts: RenderOptions, rng: np.random.Generator | None = None
+          ) -> np.ndarray:
+  """Draws a scene's 3:2 frame at ``supersample * image_size`` pixels high.
+
+  Args:
+    scene: A scene of `experiments.clevr.generator.sample_scene` (or a CLEVR scene record; the
+      base camera and lamps are used where it has none).
+    opts: Renderer settings.
+    rng: Random stream of the domain randomisation (unused when ``opts.randomize`` is 0).
 
   Returns:
-    Hit distance of shape [P] (inf where missed) and world normal of shape [P, 3].
+    sRGB values in [0, 1] of shape [H, 1.5 H, 3].
   """
-  c, s = math.cos(theta), math.sin(theta)
-  rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # Local to world.
-  lo = (o - centre) @ rot  # [3], origin in the object's frame.
-  ld = d @ rot  # [P, 3]
-  p = ld.shape[0]
-  t = np.full(p, np.inf)
-  normal = np.zeros((p, 3))
-  if shape == "sphere":
-    b = ld @ lo  # [P]
-    disc = b * b - (lo @ lo - r * r)
-    hit = disc > 0
-    t[hit] = -b[hit] - np.sqrt(disc[hit])
-    t[t <= 0] = np.inf
-    normal = lo + np.where(np.isfinite(t), t, 0.0)[:, None] * ld  # [P, 3]
-  elif shape == "cube":
-    a = r / math.sqrt(2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-      inv = 1.0 / ld  # [P, 3]
-      t1, t2 = (-a - lo) * inv, (a - lo) * inv
-    tmin, tmax = np.minimum(t1, t2), np.maximum(t1, t2)  # [P, 3]
-    near, far = tmin.max(axis=1), tmax.min(axis=1)
-    hit = (near <= far) & (near > 0)
-    t[hit] = near[hit]
-    axis = tmin.argmax(axis=1)
-    normal[np.arange(p), axis] = -np.sign(ld[np.arange(p), axis])
-  else:
-    h = r
-    qa = ld[:, 0] ** 2 + ld[:, 1] ** 2
-    qb = ld[:, 0] * lo[0] + ld[:, 1] * lo[1]
-    disc = qb * qb - qa * (lo[0] ** 2 + lo[1] ** 2 - r * r)
-    with np.errstate(divide="ignore", invalid="ignore"):
-      side = np.where(disc > 0, (-qb - np.sqrt(np.maximum(disc, 0))) / qa, np.inf)
-      cap_t = (np.sign(lo[2]) * h - lo[2]) / ld[:, 2]  # The cap facing the camera.
-    side_z = lo[2] + side * ld[:, 2]
-    side = np.where((side > 0) & (np.abs(side_z) <= h), side, np.inf)
-    cap_xy = lo[:2] + cap_t[:, None] * ld[:, :2]
-    cap = np.where((cap_t > 0) & ((cap_xy**2).sum(axis=1) <= r * r), cap_t, np.inf)
-    t = np.minimum(side, cap)
-    on_side = side <= cap
-    pts = lo + np.where(np.isfinite(t), t, 0.0)[:, None] * ld
-    normal = np.where(on_side[:, None], pts * [1.0, 1.0, 0.0], [0.0, 0.0, np.sign(lo[2])])
-  normal = normal / np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
-  return t, normal @ rot.T
+  h = opts.supersample * opts.image_size
+  w = int(round(1.5 * h))
+  look = _Look(scene, opts, rng)
+  camera = generator.scene_camera(scene)
+  objects = scene["objects"]
+  # The bounce light: a fraction of the irradiance on the open ground under the scene's centre.
+  look.bounce = opts.bounce * _direct(np.zeros((1, 3)), np.array([[0.0, 0.0, 1.0]]), look,
+                                      np.zeros((0, 3)), np.zeros(0), np.full(1, -1))[0]
+  ids, depth, normals = generator.cast_grid(camera, objects, w, h, rounded=opts.rounded)
+  ids, depth, normals = ids.ravel(), depth.ravel(), normals.reshape(-1, 3)
+  ys, xs = np.mgrid[0:h, 0:w] + 0.5
+  xs, ys = (xs * camera.width / w).ravel(), (ys * camera.height / h).ravel()
+  o = camera.location
+  centres, radii = _occluders(objects)
+  # The ground (every ray of this camera meets it), smooth enough to shade at half the
+  # resolution and interpolate.
+  colour = _upsample(_ground_image(camera, look, centres, radii, w // 2, h // 2), w, h)
+  colour = colour.reshape(-1, 3)
+  # Objects.
+  for k, obj in enumerate(objects):
+    mine = np.flatnonzero(ids == k)
+    if not len(mine):
+      continue
+    n = normals[mine].astype(np.float64)
+    view = camera.rays(xs[mine], ys[mine]).astype(np.float64)
+    pts = o + depth[mine, None] * view + 1e-3 * n
+    albedo = look.albedo(obj["color"])
+    skip = np.full(len(mine), k)
+    e = _direct(pts, n, look, centres, radii, skip)
+    refl = view - 2 * np.einsum("pi,pi->p", view, n)[:, None] * n
+    cos_v = np.clip(-np.einsum("pi,pi->p", view, n), 0.0, 1.0)
+    spec = np.zeros((len(mine), 3))
+    for location, power, _ in look.lamps:
+      to_lamp = location - pts
+      dist = np.linalg.norm(to_lamp, axis=1)
+      to_lamp /= dist[:, None]
+      hv = to_lamp - view
+      hv /= np.linalg.norm(hv, axis=1, keepdims=True)
+      nh = np.clip(np.einsum("pi,pi->p", n, hv), 0.0, 1.0)
+      lobe = (nh**60 * look.metal_lobes[0] + nh**600 * look.metal_lobes[1]
+              if obj["material"] == "metal" else nh**30 * 0.6)
+      facing = -location / np.linalg.norm(location)
+      spec += (lobe * np.clip(-to_lamp @ facing, 0, None) / (math.pi * dist**2))[:, None] * power
+    # Light bounced off the ground onto the object's lower side.
+    e = e + np.clip(0.5 * (1 - n[:, 2]), 0, 1)[:, None] * look.bounce
+    if obj["material"] == "rubber":
+      fresnel = 0.04 + 0.96 * (1 - cos_v) ** 5
+      colour[mine] = (albedo / math.pi * (e + look.ambient * math.pi)
+                      + 0.08 * spec + (0.15 * fresnel)[:, None] * albedo * look.ambient * 3)
+    else:
+      # The reflected ray: the lit ground below the horizon, the dim surroundings above it.
+      with np.errstate(divide="ignore", invalid="ignore"):
+        tr = np.where(refl[:, 2] < -1e-3, -pts[:, 2] / refl[:, 2], np.inf)
+      hit = np.isfinite(tr)
+      env = np.zeros((len(mine), 3))
+      if hit.any():
+        q = pts[hit] + tr[hit, None] * refl[hit]
+        env[hit] = _ground_radiance(q, look, centres, radii, shadows=False)
+      far = _ground_radiance(np.array([[0.0, 12.0, 0.0]]), look, centres, radii,
+                             shadows=False)[0]
+      up = np.clip(refl[:, 2], 0.0, 1.0)[:, None]
+      env[~hit] = (far * look.env_up * (1 - up) ** 4)[~hit]
+      # Rough reflections: partly blurred to the object's mean.
+      env = (1 - look.metal_blur) * env + look.metal_blur * env.mean(axis=0)
+      colour[mine] = albedo * (look.metal_env * env + 0.08 * e / math.pi + spec)
+  if look.noise:
+    colour *= np.exp(look.noise * rng.standard_normal((len(colour), 1)))
+  return srgb(colour).reshape(h, w, 3)
+
+
+def to_square(frame: np.ndarray, image_size: int) -> np.ndarray:
+  """The loaders' resize of a frame in [0, 1] to uint8 [S, S, 3] (bilinear, no crop)."""
+  image = PIL.Image.fromarray(np.clip(np.round(frame * 255), 0, 255).astype(np.uint8))
+  return np.asarray(image.resize((image_size, image_size), PIL.Image.BILINEAR), np.uint8)
 
 
 def render_scene(rng: np.random.Generator, opts: RenderOptions) -> tuple[np.ndarray, list[dict],
                                                                          dict]:
-  """Draws and renders one scene.
+  """Samples and draws one scene.
 
   Args:
-    rng: The scene's random generator (the scene is a pure function of its state).
-    opts: Scene and camera settings.
+    rng: The scene's random generator (the scene is a pure function of its state; the
+      randomisation draws from a stream spawned from it after the scene is sampled).
+    opts: Renderer settings.
 
   Returns:
-    The image as uint8 of shape [S, S, 3], the CLEVR ``objects`` list, and the directions dict.
+    The image as uint8 of shape [S, S, 3], the CLEVR ``objects`` list (``pixel_coords`` in the
+    square image's pixels), and the scene (with its ``directions``, camera and lamps).
   """
-  sup = opts.supersample
-  while True:
-    camera = _Camera(
-      _CAMERA_POSITION + rng.uniform(-opts.camera_jitter, opts.camera_jitter, size=3),
-      width=opts.image_size * sup, fov_degrees=opts.fov_degrees,
-      look_at=np.array([*(-opts.look_at_shift * _CAMERA_POSITION[:2]
-                          / np.linalg.norm(_CAMERA_POSITION[:2])), 0.0]))
-    directions = camera.ground_directions()
-    objects = _sample_layout(rng, opts, directions)
-    light = np.array([-0.45, -0.75, 1.0]) + rng.uniform(-1, 1, size=3) * opts.light_jitter * 3
-    light /= np.linalg.norm(light)
-    key = 0.75 + rng.uniform(-1, 1) * opts.light_jitter
-    ambient = 0.38 + rng.uniform(-1, 1) * opts.light_jitter * 0.5
-    image, ids = _shade(camera, objects, light=light, key=key, ambient=ambient,
-                        min_pixels=opts.min_visible * (opts.image_size * sup) ** 2)
-    if image is not None:
-      break
-  out = image.reshape(opts.image_size, sup, opts.image_size, sup, 3).mean(axis=(1, 3))
-  out = np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
-  records = []
-  for obj in objects:
-    z, _ = _geometry(obj["shape"], obj["_r"])
-    centre = np.array([*obj["_xy"], z])
-    px, py, depth = camera.project(centre)
-    records.append({
-      "color": obj["color"], "size": obj["size"], "shape": obj["shape"],
-      "material": obj["material"], "rotation": round(obj["rotation"], 4),
-      "3d_coords": [round(float(v), 6) for v in centre],
-      "pixel_coords": [round(px / sup, 3), round(py / sup, 3), round(depth, 4)],
-    })
-  return out, records, directions
-
-
-def _shade(camera: _Camera, objects: list[dict], *, light: np.ndarray, key: float,
-           ambient: float, min_pixels: float) -> tuple[np.ndarray | None, np.ndarray]:
-  """Ray casts a scene at the camera's resolution and, if every object is visible enough, shades it.
-
-  Returns:
-    Linear RGB in [0, 1] of shape [W, W, 3] (None when some object has fewer than
-    ``min_pixels`` visible pixels) and the visible object id per pixel (-1 for the ground) of
-    shape [W, W].
-  """
-  w = camera.width
-  d = camera.rays().reshape(-1, 3)  # [P, 3]
-  o = camera.position
-  with np.errstate(divide="ignore"):
-    tg = np.where(d[:, 2] < 0, np.float32(-o[2]) / d[:, 2], np.float32(np.inf))  # [P], z = 0.
-  # Geometry pass: nearest hit per pixel over the objects' screen rectangles.
-  depth = tg.copy()
-  ids = np.full(len(d), -1)
-  grid = np.arange(w * w).reshape(w, w)
-  hits = []
-  for k, obj in enumerate(objects):
-    z, bound = _geometry(obj["shape"], obj["_r"])
-    centre = np.array([*obj["_xy"], z])
-    px, py, dist = camera.project(centre)
-    rad = camera.focal * bound / max(dist - bound, 1e-3) + 2
-    x0, x1 = max(int(px - rad), 0), min(int(px + rad) + 1, w)
-    y0, y1 = max(int(py - rad), 0), min(int(py + rad) + 1, w)
-    idx = grid[y0:y1, x0:x1].ravel()
-    t, n = _intersect(obj["shape"], o, d[idx], centre, obj["_r"], math.radians(obj["rotation"]))
-    front = t < depth[idx]
-    idx, n = idx[front], n[front]
-    depth[idx] = t[front]
-    ids[idx] = k
-    hits.append((idx, n))
-  counts = np.bincount(ids + 1, minlength=len(objects) + 1)[1:]
-  if counts.min() < min_pixels:
-    return None, ids.reshape(w, w)
-  # Ground: soft blob shadows (each centre's shadow point along the light) and a distance fade.
-  finite = np.isfinite(tg)
-  tg_or_far = np.where(finite, tg, np.float32(1e3))
-  gx = np.float32(o[0]) + tg_or_far * d[:, 0]  # [P]
-  gy = np.float32(o[1]) + tg_or_far * d[:, 1]  # [P]
-  shadow = np.zeros(len(d), np.float32)
-  for obj in objects:
-    z, _ = _geometry(obj["shape"], obj["_r"])
-    cx, cy = (np.asarray(obj["_xy"]) - light[:2] * (z / light[2])).astype(np.float32)
-    q = (gx - cx) ** 2 + (gy - cy) ** 2
-    q *= np.float32(-0.5 / (obj["_r"] * 1.15) ** 2)
-    q += np.float32(0.5)
-    np.maximum(shadow, q, out=shadow)
-  fade = np.exp(tg_or_far * np.float32(-1 / 60.0))[:, None]  # [P, 1]
-  lit = (ambient + key * light[2] * (1 - shadow))[:, None]  # [P, 1]
-  color = (_GROUND_RGB * lit - _SKY_RGB) * fade + _SKY_RGB  # [P, 3]
-  # Objects: shade only the pixels each one finally owns.
-  for k, (obj, (idx, n)) in enumerate(zip(objects, hits, strict=True)):
-    mine = ids[idx] == k
-    idx, n = idx[mine], n[mine]
-    albedo = np.array(COLORS_RGB[obj["color"]]) / 255.0
-    lambert = np.clip(n @ light, 0, None)[:, None]  # [Q, 1]
-    if obj["material"] == "rubber":
-      color[idx] = albedo * (ambient + key * lambert)
-    else:
-      view = d[idx]
-      refl = view - 2 * (view * n).sum(axis=1, keepdims=True) * n  # [Q, 3]
-      spec = np.clip(refl @ light, 0, None)[:, None] ** 20  # A broad, white highlight.
-      # A mirror of a bright sky over a dark horizon, tinted by the metal's colour as metals
-      # reflect: a coloured sheen that changes sharply with the surface orientation, so that
-      # flat cube and cylinder faces look metallic too, and the colour stays readable.
-      env = np.clip((refl[:, 2:3] - 0.05) / 0.5, 0, 1) ** 2
-      color[idx] = (albedo * (0.6 * ambient + 0.5 * key * lambert + 0.8 * env)
-                    + 0.05 * env + 0.8 * key * spec)
-  return color.reshape(w, w, 3), ids.reshape(w, w)
+  scene_opts = generator.SceneOptions(min_objects=opts.min_objects,
+                                      max_objects=opts.max_objects)
+  scene = generator.sample_scene(rng, scene_opts)
+  image = to_square(shade(scene, opts, np.random.default_rng(rng.integers(2**63))),
+                    opts.image_size)
+  objects = []
+  for obj in scene["objects"]:
+    x, y, depth = obj["pixel_coords"]
+    objects.append(dict(obj, pixel_coords=[
+      round(x * opts.image_size / generator.WIDTH, 3),
+      round(y * opts.image_size / generator.HEIGHT, 3), depth]))
+  return image, objects, scene
 
 
 # --- Writing a dataset in the CLEVR v1.0 layout. ---------------------------------------------
@@ -383,12 +373,13 @@ def _render_one(job: tuple[str, int, int, RenderOptions, str]) -> dict:
   """Renders image ``index`` of ``split`` into ``folder`` and returns its scene record."""
   split, index, seed, opts, folder = job
   rng = np.random.default_rng([seed, _split_key(split), index])
-  image, objects, directions = render_scene(rng, opts)
+  image, objects, scene = render_scene(rng, opts)
   filename = f"CLEVR_{split}_{index:06d}.png"
   PIL.Image.fromarray(image).save(os.path.join(folder, filename), compress_level=1)
   return {
     "split": split, "image_index": index, "image_filename": filename,
-    "objects": objects, "directions": directions,
+    "objects": objects, "directions": scene["directions"],
+    "camera_location": scene["camera_location"], "lamp_locations": scene["lamp_locations"],
   }
 
 
@@ -398,7 +389,7 @@ def _scenes_path(root: str, split: str) -> str:
 
 def _expected_info(split: str, count: int, seed: int, opts: RenderOptions) -> dict:
   return {
-    "generator": GENERATOR_NAME, "split": split, "version": "1.1", "num_images": count,
+    "generator": GENERATOR_NAME, "split": split, "version": "2.0", "num_images": count,
     "seed": seed, "options": dataclasses.asdict(opts),
   }
 
@@ -512,22 +503,57 @@ def _render_split(root: str, split: str, info: dict, opts: RenderOptions, *,
 def _define_flags() -> None:
   # Defined only when run as a script: importing the module (the experiment, spawned render
   # workers, tests) adds no flags that could clash with other scripts' (the probe's --root).
+  flags.DEFINE_enum("engine", "numpy", ["numpy", "blender"],
+                    "numpy: this module's renderer; blender: Blender with CLEVR's official "
+                    "assets (experiments.clevr.blender).")
   flags.DEFINE_string("root", "data/clevr_synth", "Dataset folder.")
-  flags.DEFINE_integer("train", 5000, "Training images.")
-  flags.DEFINE_integer("val", 500, "Validation images.")
-  flags.DEFINE_integer("image_size", 128, "Side of the square images in pixels.")
-  flags.DEFINE_integer("seed", 0, "Dataset seed.")
-  flags.DEFINE_integer("workers", None, "Render processes (default: every CPU).")
+  flags.DEFINE_integer("train", 5000, "Training images (0: none).")
+  flags.DEFINE_integer("val", 500, "Validation images (0: none).")
+  flags.DEFINE_integer("seed", 0, "Dataset seed (scene i of a split is the same for both "
+                       "engines).")
+  flags.DEFINE_integer("workers", None, "Render processes (numpy default: every CPU; blender "
+                       "default: 1, with every CPU's thread).")
   flags.DEFINE_bool("overwrite", False, "Re-render splits made with other settings.")
+  # numpy only.
+  flags.DEFINE_integer("image_size", 128, "numpy: side of the square images in pixels.")
+  flags.DEFINE_float("randomize", RenderOptions.randomize,
+                     "numpy: strength of the domain randomisation (0: none).")
+  # blender only.
+  flags.DEFINE_string("assets", None, "blender: CLEVR's assets folder (base_scene.blend, "
+                      "shapes/, materials/, properties.json).")
+  flags.DEFINE_string("blender", None, "blender: the Blender executable (default: blender on "
+                      "PATH).")
+  flags.DEFINE_integer("samples", 16, "blender: Cycles samples per pixel (CLEVR v1.0: 512).")
+  flags.DEFINE_string("scenes", None, "blender: render this CLEVR scene file's scenes into "
+                      "--out instead of sampling splits.")
+  flags.DEFINE_string("out", None, "blender: the folder for --scenes' images.")
+  flags.DEFINE_integer("limit", None, "blender: render only the first this many of --scenes.")
+  flags.DEFINE_string("export", None, "blender: also write a copy of the splits resized to "
+                      "--export_size squares here (as the loaders resize them).")
+  flags.DEFINE_integer("export_size", 128, "blender: the side of --export's images.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  counts = render_dataset(f.root, splits={"train": f.train, "val": f.val},
-                          image_size=f.image_size, seed=f.seed, num_workers=f.workers,
-                          overwrite=f.overwrite)
+  splits = {k: v for k, v in (("train", f.train), ("val", f.val)) if v}
+  if f.engine == "blender":
+    from experiments.clevr import blender
+
+    if not f.assets:
+      raise app.UsageError("--engine=blender needs --assets=<CLEVR's assets folder>")
+    blender.cli(root=f.root, splits=splits, seed=f.seed, assets=f.assets, samples=f.samples,
+                workers=f.workers or 1, blender=f.blender, scenes_file=f.scenes, out=f.out,
+                overwrite=f.overwrite, limit=f.limit)
+    if f.export:
+      for split in splits:
+        blender.export_resized(f.root, split, f.export, image_size=f.export_size)
+        logging.info("Wrote %s resized to %d px into %s.", split, f.export_size, f.export)
+    return
+  counts = render_dataset(f.root, splits=splits, image_size=f.image_size, seed=f.seed,
+                          num_workers=f.workers, overwrite=f.overwrite,
+                          options=RenderOptions(randomize=f.randomize))
   logging.info("Rendered per split (0 = already complete): %s", counts)
 
 
