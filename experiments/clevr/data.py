@@ -328,8 +328,8 @@ class ClevrBatches(batching.Batches):
 
   def __init__(self, source: ClevrSource, *, batch_size: int, image_size: int,
                shuffle: bool = True, seed: int = 0, drop_remainder: bool = True,
-               cache: bool = False, num_threads: int = 4, prefetch: int = 4,
-               on_bad_image: str = "error", on_too_many_objects: str = "error",
+               pad_remainder: bool = False, cache: bool = False, num_threads: int = 4,
+               prefetch: int = 4, on_bad_image: str = "error", on_too_many_objects: str = "error",
                split: str | None = None):
     """Makes the batches.
 
@@ -340,6 +340,8 @@ class ClevrBatches(batching.Batches):
       shuffle: Draw a new permutation per epoch (else the source order).
       seed: Seed of the permutations.
       drop_remainder: Leave out the last partial batch of each epoch (else it is smaller).
+      pad_remainder: Fill the last partial batch up to B and mark the real rows in
+        ``batch[batching.VALID]`` (see `batching.Batches`); needs ``drop_remainder=False``.
       cache: Decode everything once into memory.
       num_threads: Loader threads; 0 loads in the calling thread.
       prefetch: Batches decoded ahead.
@@ -359,7 +361,8 @@ class ClevrBatches(batching.Batches):
     if len(self.source) == 0:
       raise ClevrDataError("the source has no usable examples")
     super().__init__(len(self.source), self._load, batch_size=batch_size, seed=seed,
-                     shuffle=shuffle, drop_remainder=drop_remainder, num_threads=num_threads,
+                     shuffle=shuffle, drop_remainder=drop_remainder,
+                     pad_remainder=pad_remainder, num_threads=num_threads,
                      prefetch=prefetch, split=split)
 
   @property

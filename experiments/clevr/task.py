@@ -10,6 +10,10 @@ DSPN (``"dspn"``, see `experiments.common.models`) or an MLP baseline (``"mlp"``
 10 objects of 19 features (coordinates / 3, material, color, shape, size, mask), trained with
 the Hungarian smooth-L1 loss and evaluated by the CLEVR average precision at six distance
 thresholds (predictions ranked by their mask feature).
+
+Every evaluation also covers the extra validation sets of ``config.eval.extra_val`` (CLEVR v1.0
+folders, e.g. the Blender renders of CLEVR's own assets in ``experiments/clevr/blender_val``),
+each reported under its name as a split is (``official/ap_inf``, a row of the summary).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import re
 
 import flax.linen as nn
 import jax
@@ -36,6 +41,10 @@ from idspn_jax import losses, matching, metrics
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_SYNTHETIC_ROOT = REPO_ROOT / "data" / "clevr_synth"
 DECODERS = (*models.DECODERS, "mlp")
+# An extra validation set's name: a metrics prefix ("official/ap_inf") and a picture's file name.
+EXTRA_VAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+# Names the runner already reports under: the training metrics and the main split.
+RESERVED_NAMES = ("train", "val")
 
 
 class ClevrModel(nn.Module):
@@ -171,6 +180,43 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise validation.ConfigError("config.model.target_energy_weight needs the inner loop's "
                                  "energy: the 'mlp' decoder has none")
   idspn_options(config)
+  extra_val_sets(config)
+
+
+def extra_val_sets(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """The extra validation sets of ``config.eval.extra_val``: ``{name: folder}``, in its order.
+
+  The value is ``"name=folder[,name=folder...]"`` (None, empty or "None": none), e.g.
+  ``"official=experiments/clevr/blender_val"``; a relative folder is taken from the repository
+  root, whatever the working directory, and ``~`` is expanded.
+
+  Raises:
+    validation.ConfigError: naming the key, for a value that does not parse or a name that is
+      malformed, repeated, or one the runner reports under already ("train", "val").
+  """
+  value = config.eval.get("extra_val")
+  # The command line gives a string: --config.eval.extra_val= or =None mean none too.
+  if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+    return {}
+  form = "'name=folder[,name=folder...]', e.g. 'official=experiments/clevr/blender_val'"
+  if not isinstance(value, str):
+    raise validation.ConfigError(f"config.eval.extra_val must be a string {form}, got {value!r}")
+  out = {}
+  for item in value.split(","):
+    name, equals, folder = (part.strip() for part in item.partition("="))
+    if not (equals and name and folder):
+      raise validation.ConfigError(
+        f"config.eval.extra_val={value!r}: {item.strip()!r} is not name=folder (expected {form})")
+    if not EXTRA_VAL_NAME.match(name):
+      raise validation.ConfigError(
+        f"config.eval.extra_val={value!r}: the name {name!r} must be a letter followed by "
+        "letters, digits, '_' or '-' (it prefixes metric names and names picture files)")
+    if name in RESERVED_NAMES or name in out:
+      what = "is used more than once" if name in out else "is taken by the runner's own metrics"
+      raise validation.ConfigError(f"config.eval.extra_val={value!r}: the name {name!r} {what}")
+    path = pathlib.Path(os.path.expanduser(folder))
+    out[name] = str(path if path.is_absolute() else REPO_ROOT / path)
+  return out
 
 
 def create_model(config: ml_collections.ConfigDict) -> ClevrModel:
@@ -325,18 +371,48 @@ def open_split(config: ml_collections.ConfigDict, split: str) -> clevr_data.Clev
 
 
 def create_batches(config: ml_collections.ConfigDict, source: clevr_data.ClevrSource, *,
-                   training: bool) -> clevr_data.ClevrBatches:
-  """Shuffled, resumable training batches, or the evaluation split in order (full batches; a
-  remainder is logged and skipped)."""
+                   training: bool, split: str | None = None) -> clevr_data.ClevrBatches:
+  """Shuffled, resumable training batches (full ones, a remainder differs each epoch), or an
+  evaluation set in order, every example once: the last batch is padded up to
+  ``eval.batch_size`` and its padding rows marked, so that the compiled step keeps one shape,
+  the processes equal shares, and the metrics see the real rows only.
+
+  Args:
+    config: The config.
+    source: The split's source.
+    training: Training batches, else an evaluation pass.
+    split: The split or extra set's name, for messages ("train" or "val" if None).
+  """
   batch_size = config.train.batch_size if training else config.eval.batch_size
   return clevr_data.ClevrBatches(
     source, batch_size=batch_size, image_size=config.data.image_size, shuffle=training,
-    seed=config.seed, drop_remainder=True, cache=config.data.cache,
-    num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+    seed=config.seed, drop_remainder=training, pad_remainder=not training,
+    cache=config.data.cache, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
     on_bad_image=config.data.on_bad_image,
     on_too_many_objects=config.data.on_too_many_objects,
-    split="train" if training else "val",
+    split=split or ("train" if training else "val"),
   )
+
+
+def open_extra_val(config: ml_collections.ConfigDict, name: str,
+                   root: str) -> clevr_data.ClevrFolderSource:
+  """Opens the "val" split of the extra validation set ``name`` (a CLEVR v1.0 folder).
+
+  Raises:
+    scenes.ClevrDataError: naming ``config.eval.extra_val``, the set and its folder, when the
+      folder or its val split is missing or unusable.
+  """
+  try:
+    source = clevr_data.create_clevr_source(
+      "folder", split="val", root=root, image_size=config.data.image_size,
+      on_too_many_objects=config.data.on_too_many_objects,
+    )
+  except scenes.ClevrDataError as err:
+    raise type(err)(
+      f"config.eval.extra_val: the set {name!r} at {root}: {err} (it needs images/val/*.png "
+      "and scenes/CLEVR_val_scenes.json)") from err
+  logging.info("CLEVR extra validation set %r: %d scenes in %s.", name, len(source), root)
+  return source
 
 
 def true_pixel_coords(source: clevr_data.ClevrSource, batch: dict, image_size: int,
@@ -373,29 +449,35 @@ def create_task(config: ml_collections.ConfigDict) -> train.Task:
   and describes the CLEVR task.
 
   The sources are opened here, so a missing folder or split, an unknown attribute or an
-  oversized scene fails before any training.
+  oversized scene fails before any training. The extra validation sets
+  (``config.eval.extra_val``) are opened first, before the synthetic data is rendered.
   """
   validate_config(config)
+  eval_sources = {name: open_extra_val(config, name, root)
+                  for name, root in extra_val_sets(config).items()}
   prepare_data(config)
   train_source = open_split(config, "train")
-  val_source = open_split(config, "val")
+  eval_sources = {"val": open_split(config, "val"), **eval_sources}
   train_data = create_batches(config, train_source, training=True)
-  val_data = create_batches(config, val_source, training=False)
+  # Every evaluation set goes through the same batching (per-process shares, padded end).
+  eval_data = {name: create_batches(config, source, training=False, split=name)
+               for name, source in eval_sources.items()}
 
-  def plot(pred, batch, path: pathlib.Path) -> None:
+  def plot(pred, batch, path: pathlib.Path, *, split: str = "val") -> None:
     count = config.eval.picture_images
     clevr_plots.plot_predictions(
       np.asarray(pred), batch, path, max_images=count,
-      pixel_coords=true_pixel_coords(val_source, batch, config.data.image_size, count))
+      pixel_coords=true_pixel_coords(eval_sources[split], batch, config.data.image_size, count))
 
   return train.Task(
     name=f"clevr {config.data.source} {config.data.image_size}px {config.model.encoder}",
     model=create_model(config),
     loss=hungarian_loss,
     train_batches=lambda start_step: train_data.iterate(start_step),
-    eval_batches=lambda split: val_data.epoch(0),
+    eval_batches=lambda split: eval_data[split].epoch(0),
     eval_metrics=eval_metrics,
     plot=plot,
     eval_splits=("val",),
+    extra_eval_splits=tuple(name for name in eval_sources if name != "val"),
     metrics=(*AP_NAMES, *ATTRIBUTE_METRICS),
   )

@@ -15,7 +15,10 @@ run reads (the order is the same everywhere, so the processes' shares make up th
 
 Training reads shuffled epochs without end and drops each epoch's remainder (other examples
 each epoch). An evaluation reads its split once in order (``shuffle=False, num_epochs=1``); a
-remainder is dropped there too, always the same examples, so it is logged.
+remainder dropped there is always the same examples, so it is logged. With ``pad_remainder``
+the last batch is filled up to the batch size instead (the compiled step sees one shape, and the
+processes equal shares) and every batch marks its real rows in ``batch[VALID]``, which
+`experiments.common.train.evaluate` uses to leave the padding out of the metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 Batch = dict[str, np.ndarray]
+#: With ``pad_remainder``, the key of a batch's row mask [B]: 1.0 for an example, 0.0 for a
+#: padding row. float32, the dtype every batch already has, so gathering it across processes
+#: goes the way the batches' own arrays go.
+VALID = "valid"
 #: ``load(indices, epoch, index) -> batch``: the arrays of the examples ``indices`` (shape [B])
 #: that batch ``index`` of epoch ``epoch`` reads.
 Load = Callable[[np.ndarray, int, int], Batch]
@@ -48,9 +55,10 @@ class Batches:
   """
 
   def __init__(self, num_examples: int, load: Load, *, batch_size: int, seed: int = 0,
-               shuffle: bool = True, drop_remainder: bool = True, num_epochs: int | None = None,
-               num_threads: int = 0, prefetch: int = 4, split: str | None = None,
-               process_index: int | None = None, process_count: int | None = None):
+               shuffle: bool = True, drop_remainder: bool = True, pad_remainder: bool = False,
+               num_epochs: int | None = None, num_threads: int = 0, prefetch: int = 4,
+               split: str | None = None, process_index: int | None = None,
+               process_count: int | None = None):
     """Describes the batches; nothing is loaded yet.
 
     Args:
@@ -60,6 +68,9 @@ class Batches:
       seed: Seeds the permutation of each epoch.
       shuffle: Draw a new permutation per epoch (else the examples' order).
       drop_remainder: Leave out the last partial batch of each epoch (else it is smaller).
+      pad_remainder: Fill the last partial batch of each epoch up to B by repeating its last
+        example, and mark every batch's real rows in ``batch[VALID]`` (only when the epoch has
+        a remainder; the other batches then carry the key too). Needs ``drop_remainder=False``.
       num_epochs: Epochs to read; None reads without end.
       num_threads: Threads loading batches ahead (grain); 0 loads in the calling thread.
       prefetch: Batches loaded ahead by the threads.
@@ -74,6 +85,9 @@ class Batches:
       _check_count("num_epochs", num_epochs)
     _check_count("num_threads", num_threads, minimum=0)
     of = f"the {split} split's" if split else "the"
+    if drop_remainder and pad_remainder:
+      raise ValueError("drop_remainder and pad_remainder exclude each other: drop the last "
+                       "partial batch or pad it")
     if drop_remainder and batch_size > num_examples:
       raise ValueError(f"batch_size ({batch_size}) exceeds {of} {num_examples} examples, so "
                        "drop_remainder=True leaves no batch")
@@ -97,6 +111,8 @@ class Batches:
     self.num_threads, self.prefetch = int(num_threads), max(int(prefetch), 1)
     full, rest = divmod(self.num_examples, self.batch_size)
     self.steps_per_epoch = full if drop_remainder else full + (rest > 0)
+    #: Whether batches carry ``VALID``: the epoch's last batch is padded.
+    self.padded = bool(pad_remainder and rest)
     if not shuffle and drop_remainder and rest:
       logging.warning("%s last %d examples do not fill a batch of %d: skipped",
                       f"The {split} split's" if split else "The", rest, self.batch_size)
@@ -132,10 +148,16 @@ class Batches:
 
   def batch(self, step: int) -> Batch:
     """This process's share of the batch of global step ``step`` (0-based; the whole batch in a
-    single process), a pure function of ``(seed, step)``."""
+    single process), a pure function of ``(seed, step)``; padded up to B, with ``VALID``, when
+    ``padded``."""
     epoch, index = divmod(int(step), self.steps_per_epoch)
     indices = self.batch_indices(step)
-    return self.load(indices[self.share(len(indices))], epoch, index)
+    if not self.padded:
+      return self.load(indices[self.share(len(indices))], epoch, index)
+    valid = (np.arange(self.batch_size) < len(indices)).astype(np.float32)  # [B]
+    indices = np.concatenate([indices, np.repeat(indices[-1:], self.batch_size - len(indices))])
+    rows = self.share(self.batch_size)
+    return {**self.load(indices[rows], epoch, index), VALID: valid[rows]}
 
   def iterate(self, start_step: int = 0, *, num_steps: int | None = None) -> Iterator[Batch]:
     """The batches of steps ``start_step``, ``start_step + 1``, ...: ``num_steps`` of them, or

@@ -95,9 +95,10 @@ def record_config(config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
 
 def summarize(state, step, task, workdir, run_eval, is_main):
-  """Evaluates every split with ``run_eval(step, split, state)``, prints the table and saves it
-  as summary.md and summary.json; returns ``state``."""
-  results = {split: run_eval(step, split, state) for split in task.eval_splits}
+  """Evaluates every split and extra evaluation set with ``run_eval(step, split, state)``,
+  prints the table (a row each) and saves it as summary.md and summary.json; returns ``state``."""
+  results = {split: run_eval(step, split, state)
+             for split in (*task.eval_splits, *task.extra_eval_splits)}
   if is_main:
     names = sorted({k for m in results.values() for k in m})
     lines = [f"| split | {' | '.join(names)} |", "|---|" + "---|" * len(names)]

@@ -44,7 +44,15 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments.common import checkpointing, distributed, hugepages, models, reporting, validation
+from experiments.common import (
+  batching,
+  checkpointing,
+  distributed,
+  hugepages,
+  models,
+  reporting,
+  validation,
+)
 
 Batch = dict[str, np.ndarray]
 Config = ml_collections.ConfigDict
@@ -64,11 +72,18 @@ class Task:
     loss: ``loss(pred, batch) -> [B]`` per-example training loss (jax, differentiable).
     train_batches: ``train_batches(start_step) -> iterator`` of global numpy batches; the
       batch at step s must depend only on (seed, s), so that a resumed run sees the same data.
-    eval_batches: ``eval_batches(split) -> iterable`` of numpy batches.
+    eval_batches: ``eval_batches(split) -> iterable`` of numpy batches (of a split or an extra
+      evaluation set). A batch may mark its real rows in ``batch[batching.VALID]`` (a padded
+      last batch, see `experiments.common.batching`); the others are left out of the metrics.
     eval_metrics: ``eval_metrics(preds, batches) -> {name: float}`` on the host, from the lists
       of predictions and batches of one split.
-    plot: ``plot(pred, batch, path)`` draws predictions against targets into a PNG, or None.
+    plot: ``plot(pred, batch, path, split=...)`` draws predictions against targets into a PNG
+      (``split``: the split or extra set the batch comes from), or None.
     eval_splits: Splits evaluated during training (first) and in the final summary (all).
+    extra_eval_splits: Further evaluation sets, evaluated with the first split at every
+      evaluation during training and in the final summary, and reported under their own names
+      as splits are (``<name>/<metric>`` in TensorBoard, a row of the summary, pictures
+      ``<name>_step*.png``). The best checkpoint is still picked on the first split.
     metrics: The names ``eval_metrics`` returns (besides ``loss``, which the loop adds), for
       checking ``train.best_metric`` before training; None: not known, not checked.
   """
@@ -79,8 +94,9 @@ class Task:
   train_batches: Callable[[int], Iterator[Batch]]
   eval_batches: Callable[[str], Iterable[Batch]]
   eval_metrics: Callable[[list[Any], list[Batch]], dict[str, float]]
-  plot: Callable[[Any, Batch, pathlib.Path], None] | None = None
+  plot: Callable[..., None] | None = None
   eval_splits: tuple[str, ...] = ("val",)
+  extra_eval_splits: tuple[str, ...] = ()
   metrics: tuple[str, ...] | None = None
 
 
@@ -269,17 +285,30 @@ def create_train_state(config: ml_collections.ConfigDict, task: Task, mesh: Mesh
 
 def evaluate(state: TrainState, task: Task, config, mesh: Mesh, split: str,
              eval_fn) -> tuple[dict[str, float], Any, Batch]:
-  """Metrics on a whole split; also returns the first batch's predictions for a picture."""
+  """Metrics on a whole split; also returns the first batch's predictions for a picture.
+
+  The rows that a batch marks as padding (``batching.VALID``) are dropped from the predictions,
+  losses and batches before the metrics and the picture see them.
+  """
   key = jax.random.PRNGKey(config.seed + 1_000_003)  # the same randomness at every evaluation
   preds, batches, losses = [], [], []
   for i, batch in enumerate(task.eval_batches(split)):
-    size = len(next(iter(batch.values()))) * jax.process_count()
+    # The row mask stays on the host: the compiled step sees the arrays of an unpadded batch.
+    inputs = {k: v for k, v in batch.items() if k != batching.VALID}
+    size = len(next(iter(inputs.values()))) * jax.process_count()
     distributed.check_batch_split(size, f"{split} batch size")
-    pred, loss = eval_fn(state, shard_batch(batch, mesh), key=jax.random.fold_in(key, i))
-    preds.append(_to_host(pred))
-    losses.append(_to_host(loss))
+    pred, loss = eval_fn(state, shard_batch(inputs, mesh), key=jax.random.fold_in(key, i))
+    pred, loss = _to_host(pred), _to_host(loss)
     # The metrics need the whole batch: gather the processes' shares (a no-op in one process).
-    batches.append(_to_host(batch))
+    batch = _to_host(batch)
+    if batching.VALID in batch:
+      keep = np.asarray(batch[batching.VALID]) > 0  # [B]
+      pred = jax.tree.map(lambda x: x[keep], pred)
+      loss = loss[keep]
+      batch = {k: v[keep] for k, v in batch.items() if k != batching.VALID}
+    preds.append(pred)
+    losses.append(loss)
+    batches.append(batch)
   if not batches:
     raise ValueError(f"the {split} split yielded no batch")
   metrics = {"loss": float(np.mean(np.concatenate(losses)))}
@@ -297,6 +326,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   validation.check_run(config)
   if task.metrics is not None:
     validation.check_best_metric(config, task.metrics)
+  names = ("train", *task.eval_splits, *task.extra_eval_splits)
+  if len(set(names)) != len(names):
+    # Each is a metrics record, a TensorBoard prefix and a summary row of its own.
+    raise ValueError(f"the extra evaluation sets {task.extra_eval_splits} need names of their "
+                     f"own, apart from 'train' and the splits {task.eval_splits}")
   workdir = pathlib.Path(workdir)
   reporting.quiet_orbax_logs()
   _check_workdir(workdir)
@@ -371,7 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                  ", ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
     if is_main and task.plot is not None and config.eval.pictures:
       pictures.mkdir(exist_ok=True)
-      task.plot(pred, batch, pictures / f"{split}_step{step:07d}.png")
+      task.plot(pred, batch, pictures / f"{split}_step{step:07d}.png", split=split)
     return metrics
 
   try:
@@ -415,6 +449,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
           metrics = run_eval(done, task.eval_splits[0])
           if config.train.best_metric:  # every process: orbax saves together
             ckpt.save_best(done, state, metrics)
+          for name in task.extra_eval_splits:
+            run_eval(done, name)
     except KeyboardInterrupt:
       done = int(jax.device_get(state.step))
       logging.warning("interrupted: saving the checkpoint of step %d before exiting", done)

@@ -12,6 +12,9 @@ r"""CLEVR object property prediction (experiment 3): image -> set of 10 objects.
   ... --config.data.source=folder --config.data.root=/data/CLEVR_v1.0
   # DSPN instead of iDSPN (on :small, whose momentum is 0.7, add --config.model.idspn.momentum=0):
   ... --config.model.decoder=dspn
+  # Also evaluate on further CLEVR v1.0 folders, each reported under its name (official/ap_inf;
+  # :small has official=experiments/clevr/blender_val, --config.eval.extra_val= turns it off):
+  ... --config.eval.extra_val=official=experiments/clevr/blender_val,real=/data/CLEVR_v1.0
 """
 
 from ml_collections import config_dict
@@ -112,6 +115,11 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   config.eval.restarts = 1
   # Validation images drawn in each evaluation's picture.
   config.eval.picture_images = 4
+  # Further validation sets, each evaluated beside the main one at every evaluation and
+  # reported under its name (official/ap_inf, a row of the summary, official_step*.png):
+  # "name=folder[,name=folder...]", CLEVR v1.0 folders with images/val/*.png and
+  # scenes/CLEVR_val_scenes.json, a relative folder taken from the repository root (None: none).
+  config.eval.extra_val = config_dict.placeholder(str)
 
   if variant == "paper256":
     config.data.image_size = 256
@@ -166,6 +174,9 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
     config.eval.inner_steps = 80
     # Four random starts per image, each image's lowest-energy set kept (no label is used).
     config.eval.restarts = 4
+    # 500 scenes rendered by Blender from CLEVR's own assets: how the synthetic training
+    # transfers to CLEVR's look.
+    config.eval.extra_val = "official=experiments/clevr/blender_val"
   elif variant == "test":
     config.data.source = "synthetic"
     config.data.root = "data/clevr_synth_test"

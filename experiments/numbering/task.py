@@ -192,7 +192,8 @@ def numbering_metrics(preds, batches, *, loss_type: str) -> dict[str, float]:
   }
 
 
-def plot_numbering(pred, batch, path: pathlib.Path, *, loss_type: str) -> None:
+def plot_numbering(pred, batch, path: pathlib.Path, *, loss_type: str,
+                   split: str | None = None) -> None:
   """Heatmaps of the target numbering of the first set and the predictions matched to it.
 
   Row i of the right panel is the prediction that the class-restricted matching of the loss
@@ -204,7 +205,9 @@ def plot_numbering(pred, batch, path: pathlib.Path, *, loss_type: str) -> None:
     batch: The batch, with "inputs" [B, S, C] and "targets" [B, S, D].
     path: Where to write the PNG.
     loss_type: "l2" or "ce" (logits are shown after a softmax).
+    split: The split the batch comes from (every split is drawn alike).
   """
+  del split
   plt = plots._pyplot()
   inputs, target = np.asarray(batch["inputs"][:1]), np.asarray(batch["targets"][:1])
   _, cols = losses.hungarian_loss_numbering(inputs, pred[:1], target, loss_type=loss_type)

@@ -107,7 +107,8 @@ def hungarian_loss(pred, batch):
   return losses.hungarian_loss(pred, batch["set"])  # [B]
 
 
-def plot_sets(pred, batch, path: pathlib.Path) -> None:
+def plot_sets(pred, batch, path: pathlib.Path, *, split: str | None = None) -> None:
+  del split  # Every split is drawn alike.
   plots.plot_matched_sets(np.asarray(pred), np.asarray(batch["set"]), path)
 
 

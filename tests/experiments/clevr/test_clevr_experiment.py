@@ -1,5 +1,7 @@
-"""The CLEVR experiment end to end on the tiny `test` config: metrics, pictures, bad input."""
+"""The CLEVR experiment end to end on the tiny `test` config: metrics, pictures, bad input, and
+the extra validation sets of ``config.eval.extra_val``."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,7 +15,7 @@ import pytest
 import idspn_jax
 from experiments.clevr import data as clevr_data
 from experiments.clevr import plots as clevr_plots
-from experiments.clevr import scenes
+from experiments.clevr import render, scenes
 from experiments.clevr import task as clevr
 from experiments.common import models, train
 from experiments.configs import clevr as clevr_config
@@ -31,10 +33,16 @@ def _config(root, **data):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  """One tiny training run that renders its data first: (config, workdir, state, log text)."""
+  """One tiny training run that renders its data first: (config, workdir, state, log text).
+
+  It also evaluates an extra validation set "odd" of 6 scenes (a batch of 4 and a padded one).
+  """
   root = tmp_path_factory.mktemp("clevr") / "synth"
+  odd = tmp_path_factory.mktemp("clevr_odd") / "odd"
+  render.render_dataset(str(odd), splits={"val": 6}, image_size=32, seed=3, num_workers=0)
   workdir = tmp_path_factory.mktemp("run")
   config = _config(root)
+  config.eval.extra_val = f"odd={odd}"
   records = []
   handler = logging.Handler()
   handler.emit = lambda record: records.append(record.getMessage())
@@ -69,7 +77,8 @@ def test_renders_the_data_trains_and_evaluates(run):
 def test_a_picture_is_written_per_evaluation(run):
   _, workdir, _, _ = run
   pictures = sorted((workdir / "pictures").glob("*.png"))
-  assert [p.name for p in pictures] == ["val_step0000002.png", "val_step0000004.png"]
+  assert [p.name for p in pictures] == ["odd_step0000002.png", "odd_step0000004.png",
+                                        "val_step0000002.png", "val_step0000004.png"]
   assert all(p.stat().st_size > 10_000 for p in pictures)
   assert not list((workdir / "pictures").glob("*.tmp*"))
 
@@ -233,6 +242,92 @@ def test_projection_matches_the_recorded_pixels(run):
     np.testing.assert_allclose(project(coords), pixels[i], atol=0.06 * size)
 
 
+def test_extra_sets_are_evaluated_at_every_evaluation_and_summarized(run):
+  _, workdir, _, log = run
+  assert "CLEVR extra validation set 'odd': 6 scenes" in log
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  evaluated = [(r["split"], r["step"]) for r in records if r["split"] != "train"]
+  assert evaluated == [("val", 2), ("odd", 2), ("val", 4), ("odd", 4), ("val", 4), ("odd", 4)]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert set(summary["odd"]) == set(summary["val"]) == {"loss", *clevr.AP_NAMES,
+                                                         *clevr.ATTRIBUTE_METRICS}
+  for name in clevr.AP_NAMES:
+    assert 0.0 <= summary["odd"][name] <= 100.0, name
+  assert all(np.isfinite(v) for v in summary["odd"].values())
+  rows = [line.split(" | ")[0] for line in (workdir / "summary.md").read_text().splitlines()]
+  assert rows[2:] == ["| val", "| odd"]
+  events = list((workdir / "tensorboard").glob("events.*"))
+  assert events and b"odd/ap_inf" in b"".join(p.read_bytes() for p in events)
+
+
+def test_eval_only_on_the_main_folder_and_a_partial_batch(run, tmp_path):
+  """eval_only with the main val folder as an extra set ("same") gives the main metrics
+  exactly, and a copy of its first 6 scenes ("first6": one batch of 4, one padded) gives the
+  predictions of those 6 scenes in the main pass, and their metrics."""
+  config, workdir, _, _ = run
+  first6 = tmp_path / "first6"
+  shutil.copytree(config.data.root, first6)
+  path = first6 / "scenes" / "CLEVR_val_scenes.json"
+  data = json.loads(path.read_text())
+  data["scenes"] = data["scenes"][:6]
+  path.write_text(json.dumps(data))
+  evaluated = tmp_path / "eval"
+  shutil.copytree(workdir, evaluated)
+  other = _config(config.data.root)
+  other.eval_only = True
+  other.eval.extra_val = f"same={config.data.root}, first6={first6}"
+  task = clevr.create_task(other)
+  assert task.eval_splits == ("val",) and task.extra_eval_splits == ("same", "first6")
+  seen = []
+
+  def eval_metrics(preds, batches):
+    seen.append((np.concatenate(preds), np.concatenate([b["set"] for b in batches])))
+    return clevr.eval_metrics(preds, batches)
+
+  train.train_and_evaluate(other, evaluated, dataclasses.replace(task, eval_metrics=eval_metrics))
+  summary = json.loads((evaluated / "summary.json").read_text())
+  assert summary["same"] == summary["val"]
+  (val_pred, val_set), _, (pred, target) = seen
+  assert val_pred.shape[0] == 8 and pred.shape[0] == 6
+  np.testing.assert_array_equal(target, val_set[:6])
+  np.testing.assert_allclose(pred, val_pred[:6], rtol=1e-6, atol=1e-6)
+  expected = clevr.eval_metrics([val_pred[:6]], [{"set": val_set[:6]}])
+  for name, value in expected.items():
+    assert summary["first6"][name] == pytest.approx(value, abs=1e-6), name
+  assert (evaluated / "pictures" / "first6_step0000004.png").stat().st_size > 10_000
+
+
+def test_extra_set_errors_come_before_the_data_is_rendered(run, tmp_path):
+  config, _, _, _ = run
+  missing = _config(tmp_path / "synth")
+  missing.eval.extra_val = f"official={tmp_path / 'nowhere'}"
+  with pytest.raises(scenes.ClevrDataError,
+                     match=r"config.eval.extra_val: the set 'official' at .*nowhere: .*does not "
+                           r"exist"):
+    clevr.create_task(missing)
+  train_only = tmp_path / "train_only"
+  shutil.copytree(config.data.root, train_only)
+  shutil.rmtree(train_only / "images" / "val")
+  missing.eval.extra_val = f"official={train_only}"
+  with pytest.raises(scenes.ClevrDataError,
+                     match=r"config.eval.extra_val: the set 'official' at .*train_only: split "
+                           r"'val' has no image folder"):
+    clevr.create_task(missing)
+  assert not (tmp_path / "synth").exists()
+
+
+def test_extra_set_folders_resolve_from_the_repository_root():
+  config = clevr_config.get_config("test")
+  assert clevr.extra_val_sets(config) == {}
+  config.eval.extra_val = "official=experiments/clevr/blender_val, home=~/CLEVR_v1.0,abs=/data"
+  assert clevr.extra_val_sets(config) == {
+    "official": str(clevr.REPO_ROOT / "experiments" / "clevr" / "blender_val"),
+    "home": os.path.expanduser("~/CLEVR_v1.0"), "abs": "/data"}
+  for empty in ("", " ", "None"):
+    config.eval.extra_val = empty
+    assert clevr.extra_val_sets(config) == {}
+
+
 def test_missing_folder_or_split_fails_before_training(run, tmp_path):
   config, _, _, _ = run
   with pytest.raises(scenes.ClevrDataError, match="does not exist"):
@@ -273,6 +368,10 @@ def test_synthetic_settings_clash_is_explained(run):
 
 def test_configs():
   assert clevr_config.get_config().data.source == "synthetic"
+  assert clevr.extra_val_sets(clevr_config.get_config("small")) == {
+    "official": str(clevr.REPO_ROOT / "experiments" / "clevr" / "blender_val")}
+  for variant in ("paper128", "paper256", "test"):
+    assert clevr_config.get_config(variant).eval.extra_val is None
   for variant, size in (("paper128", 128), ("paper256", 256)):
     config = clevr_config.get_config(variant)
     assert (config.data.image_size, config.model.encoder, config.train.batch_size) == (
@@ -302,6 +401,12 @@ def test_configs():
    r"target_energy_weight needs the inner loop's energy"),
   (dict(model__idspn__backward="implicit"), r"config.model.idspn.backward='implicit' is not"),
   (dict(eval__final_checkpoint="bset"), r"config.eval.final_checkpoint='bset' is not one of"),
+  (dict(eval__extra_val="official"), r"config.eval.extra_val='official': 'official' is not "
+                                     r"name=folder \(expected 'name=folder\[,name=folder"),
+  (dict(eval__extra_val="a=x,=y"), r"config.eval.extra_val='a=x,=y': '=y' is not name=folder"),
+  (dict(eval__extra_val="2d=x"), r"config.eval.extra_val='2d=x': the name '2d' must be a letter"),
+  (dict(eval__extra_val="a=x,a=y"), r"the name 'a' is used more than once"),
+  (dict(eval__extra_val="val=x"), r"config.eval.extra_val='val=x': the name 'val' is taken"),
 ])
 def test_config_errors_come_before_the_data_is_rendered(tmp_path, values, message):
   config = _config(tmp_path / "synth")

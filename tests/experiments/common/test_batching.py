@@ -66,6 +66,30 @@ def test_an_evaluation_pass_reads_in_order_and_logs_the_skipped_remainder(caplog
   assert [len(b["x"]) for b in kept] == [4, 4, 2, 4, 4, 2]
 
 
+def test_a_padded_evaluation_pass_reads_every_example_in_full_batches():
+  batches = _batches(shuffle=False, num_epochs=1, batch_size=4, drop_remainder=False,
+                     pad_remainder=True, split="val")
+  assert batches.padded and len(batches) == 3
+  read = list(batches)
+  assert [len(b["x"]) for b in read] == [4, 4, 4]
+  valid = np.concatenate([b[batching.VALID] for b in read])
+  assert valid.dtype == np.float32 and valid.tolist() == [1.0] * 10 + [0.0] * 2
+  x = np.concatenate([b["x"] for b in read])
+  np.testing.assert_array_equal(x[valid > 0], 10 * np.arange(10))
+  # Each of 2 processes loads half of every batch, its mask's half with it.
+  shares = [_batches(shuffle=False, num_epochs=1, batch_size=4, drop_remainder=False,
+                     pad_remainder=True, process_index=p, process_count=2).batch(2)
+            for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate([s["x"] for s in shares]), read[2]["x"])
+  assert [s[batching.VALID].tolist() for s in shares] == [[1.0, 1.0], [0.0, 0.0]]
+  # Without a remainder nothing is padded and batches carry no mask.
+  even = _batches(8, shuffle=False, num_epochs=1, batch_size=4, drop_remainder=False,
+                  pad_remainder=True)
+  assert not even.padded and batching.VALID not in even.batch(1)
+  with pytest.raises(ValueError, match="drop_remainder and pad_remainder exclude each other"):
+    _batches(pad_remainder=True)
+
+
 @pytest.mark.parametrize("options, error, message", [
   (dict(batch_size=11), ValueError, r"batch_size \(11\) exceeds the 10 examples"),
   (dict(batch_size=11, split="val"), ValueError,
