@@ -7,8 +7,8 @@ Reads a CLEVR folder rendered by the Blender path (its scene file holds each sce
 lamp locations), draws every scene again with `experiments.clevr.render.shade` under the base
 lights (no randomisation), resizes both to the demo's input size, and prints how far apart they
 are: the mean absolute difference per pixel and channel (0-255), and the mean colour of the
-ground, rubber and metal pixels in each (objects' pixels from the exact ray cast, one pixel in
-from their outlines). Writes a picture of the first ``--pictures`` pairs (Blender left).
+ground, rubber and metal pixels in each (objects' pixels from the exact ray cast with rounded
+edges, one pixel in from their outlines). Writes a picture of the first ``--pictures`` pairs (Blender left).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def compare(root: str, *, split: str = "val", count: int | None = None, image_si
     numpy_ = render.to_square(render.shade(scene, opts), image_size).astype(np.float64)
     diffs.append(np.abs(blender - numpy_).mean())
     ids, _, _ = generator.cast_grid(generator.scene_camera(scene), scene["objects"],
-                                    image_size, image_size)
+                                    image_size, image_size, rounded=True)
     core = ids.copy()
     for shift in ((0, 1), (1, 0), (0, -1), (-1, 0)):
       core = np.where(np.roll(ids, shift, (0, 1)) == ids, core, -2)
