@@ -8,7 +8,8 @@ lamp locations), draws every scene again with `experiments.clevr.render.shade` u
 lights (no randomisation), resizes both to the demo's input size, and prints how far apart they
 are: the mean absolute difference per pixel and channel (0-255), and the mean colour of the
 ground, rubber and metal pixels in each (objects' pixels from the exact ray cast with rounded
-edges, one pixel in from their outlines). Writes a picture of the first ``--pictures`` pairs (Blender left).
+edges, one pixel in from their outlines). Writes a picture of the first ``--pictures`` pairs
+(Blender left).
 """
 
 from __future__ import annotations
