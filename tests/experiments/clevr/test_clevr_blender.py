@@ -3,9 +3,9 @@
 Most tests run a fake Blender: a Python script that reads the job file as
 `experiments/clevr/blender_worker.py` would and writes solid-colour PNGs, so the host's layout,
 resume, failure and parallel logic are tested without Blender. The ``test_real_blender_*``
-tests (``-k real_blender``) run Debian's ``blender`` on CLEVR's official assets (found through
-``$IDSPN_CLEVR_ASSETS``, else ``<repo>/../shared/clevr_assets``) at tiny sizes, about 20 s in
-all, and are skipped where either is missing.
+tests (``-k real_blender``) run Debian's ``blender`` on CLEVR's official assets (the folder
+``$IDSPN_CLEVR_ASSETS`` names: clevr-dataset-gen's ``image_generation/data``) at tiny sizes,
+about 20 s in all, and are skipped where either is missing.
 """
 
 import json
@@ -28,13 +28,16 @@ from experiments.clevr import generator as g
 from experiments.clevr import scenes as cs
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-ASSETS = os.environ.get("IDSPN_CLEVR_ASSETS", str(REPO.parent / "shared" / "clevr_assets"))
+ASSETS = os.environ.get("IDSPN_CLEVR_ASSETS")
 TINY = {"width": 48, "height": 32, "samples": 1}  # For the fake Blender.
 
 
 def _real_blender_skip_reason() -> str | None:
   if shutil.which("blender") is None:
     return "Blender is not installed (apt-get install blender)"
+  if not ASSETS:
+    return ("IDSPN_CLEVR_ASSETS is not set (the folder of CLEVR's base_scene.blend, shapes/ "
+            "and materials/)")
   missing = [f for f in cb.ASSET_FILES if not os.path.isfile(os.path.join(ASSETS, f))]
   if missing:
     return (f"CLEVR's assets are not at {ASSETS} (set IDSPN_CLEVR_ASSETS; missing "
