@@ -524,6 +524,10 @@ def _define_flags() -> None:
   flags.DEFINE_string("blender", None, "blender: the Blender executable (default: blender on "
                       "PATH).")
   flags.DEFINE_integer("samples", 16, "blender: Cycles samples per pixel (CLEVR v1.0: 512).")
+  flags.DEFINE_integer("width", generator.WIDTH, "blender: image width in pixels (CLEVR v1.0: "
+                       "480; the scenes are CLEVR's at 480 x 320 whatever the size).")
+  flags.DEFINE_integer("height", generator.HEIGHT, "blender: image height in pixels (CLEVR "
+                       "v1.0: 320).")
   flags.DEFINE_string("scenes", None, "blender: render this CLEVR scene file's scenes into "
                       "--out instead of sampling splits.")
   flags.DEFINE_string("out", None, "blender: the folder for --scenes' images.")
@@ -545,7 +549,7 @@ def main(argv):
       raise app.UsageError("--engine=blender needs --assets=<CLEVR's assets folder>")
     blender.cli(root=f.root, splits=splits, seed=f.seed, assets=f.assets, samples=f.samples,
                 workers=f.workers or 1, blender=f.blender, scenes_file=f.scenes, out=f.out,
-                overwrite=f.overwrite, limit=f.limit)
+                overwrite=f.overwrite, limit=f.limit, width=f.width, height=f.height)
     if f.export:
       for split in splits:
         blender.export_resized(f.root, split, f.export, image_size=f.export_size)

@@ -337,6 +337,20 @@ def test_cli(tmp_path, fake):
     cb.cli(root=root, splits={"val": -1}, scenes_file=None, out=None, limit=None, **common)
 
 
+def test_command_line_passes_the_image_size(tmp_path, fake):
+  root = tmp_path / "data"
+  subprocess.run(
+    [sys.executable, "-m", "experiments.clevr.render", "--engine=blender",
+     f"--blender={fake.blender}", f"--assets={fake.assets_dir}", f"--root={root}", "--train=0",
+     "--val=1", "--seed=2", "--samples=1", "--width=60", "--height=40",
+     f"--export={tmp_path / 'small'}", "--export_size=24"],
+    cwd=str(REPO), check=True, capture_output=True)
+  with PIL.Image.open(root / "images" / "val" / "CLEVR_val_000000.png") as image:
+    assert image.size == (60, 40)
+  with PIL.Image.open(tmp_path / "small" / "images" / "val" / "CLEVR_val_000000.png") as image:
+    assert image.size == (24, 24)
+
+
 # --- With Blender and CLEVR's assets. ----------------------------------------------------------
 
 
