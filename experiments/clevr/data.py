@@ -232,6 +232,52 @@ class ArraySource:
     return image, self.sets[index]
 
 
+class MixedSource:
+  """Several sources read as one training set, each repeated a whole number of times.
+
+  Example ``index`` runs through source 0's examples ``repeats[0]`` times, then source 1's
+  ``repeats[1]`` times, and so on; shuffled batches (``ClevrBatches``) then draw from every
+  source in proportion to ``len(source) * repeat``. Used to add a few scenes of another look
+  (renders of CLEVR's own assets) to a large rendered training set.
+
+  Attributes:
+    sources: The sources, in order.
+    repeats: How often each source's examples occur.
+    skipped_scenes: The sources' skipped scenes, each source counted once.
+  """
+
+  def __init__(self, sources: Sequence[ClevrSource], repeats: Sequence[int] | None = None):
+    sources = list(sources)
+    repeats = [1] * len(sources) if repeats is None else list(repeats)
+    if not sources:
+      raise ValueError("MixedSource needs at least one source")
+    if len(repeats) != len(sources):
+      raise ValueError(f"{len(sources)} sources but {len(repeats)} repeats")
+    for i, (source, repeat) in enumerate(zip(sources, repeats)):
+      if isinstance(repeat, bool) or int(repeat) != repeat or repeat < 1:
+        raise ValueError(f"repeat of source {i} must be a whole number >= 1, got {repeat!r}")
+      if not len(source):
+        raise ValueError(f"source {i} has no examples")
+    self.sources, self.repeats = sources, [int(r) for r in repeats]
+    self._ends = np.cumsum([len(s) * r for s, r in zip(sources, self.repeats)])
+    self.skipped_scenes = sum(getattr(s, "skipped_scenes", 0) for s in sources)
+
+  def __len__(self) -> int:
+    return int(self._ends[-1])
+
+  def locate(self, index: int) -> tuple[int, int]:
+    """``(source, example of that source)`` of example ``index``."""
+    if not 0 <= index < len(self):
+      raise IndexError(f"example {index} of a mixed source of {len(self)}")
+    i = int(np.searchsorted(self._ends, index, side="right"))
+    start = int(self._ends[i - 1]) if i else 0
+    return i, (index - start) % len(self.sources[i])
+
+  def load(self, index: int, *, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    i, local = self.locate(index)
+    return self.sources[i].load(local, image_size=image_size)
+
+
 def load_tfds_with_tensorflow(split: str, *, data_dir: str | None, image_size: int,
                               set_size: int = SET_SIZE) -> ArraySource:
   """Reads a tfrecord-prepared tfds ``clevr`` split with ``tfds.load`` into memory.

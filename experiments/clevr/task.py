@@ -14,6 +14,9 @@ thresholds (predictions ranked by their mask feature).
 Every evaluation also covers the extra validation sets of ``config.eval.extra_val`` (CLEVR v1.0
 folders, e.g. the Blender renders of CLEVR's own assets in ``experiments/clevr/blender_val``),
 each reported under its name as a split is (``official/ap_inf``, a row of the summary).
+``config.data.extra_train`` adds a CLEVR v1.0 folder's train split to the training set
+(`experiments.clevr.data.MixedSource`), e.g. a few Blender renders mixed into the rendered
+scenes.
 """
 
 from __future__ import annotations
@@ -181,6 +184,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                  "energy: the 'mlp' decoder has none")
   idspn_options(config)
   extra_val_sets(config)
+  extra_train_folder(config)
+  validation.check_int(config, "data.extra_train_repeat", minimum=1)
 
 
 def extra_val_sets(config: ml_collections.ConfigDict) -> dict[str, str]:
@@ -214,9 +219,30 @@ def extra_val_sets(config: ml_collections.ConfigDict) -> dict[str, str]:
     if name in RESERVED_NAMES or name in out:
       what = "is used more than once" if name in out else "is taken by the runner's own metrics"
       raise validation.ConfigError(f"config.eval.extra_val={value!r}: the name {name!r} {what}")
-    path = pathlib.Path(os.path.expanduser(folder))
-    out[name] = str(path if path.is_absolute() else REPO_ROOT / path)
+    out[name] = repo_path(folder)
   return out
+
+
+def repo_path(folder: str) -> str:
+  """A folder given in a config: ``~`` expanded, a relative one taken from the repository root
+  (whatever the working directory)."""
+  path = pathlib.Path(os.path.expanduser(folder))
+  return str(path if path.is_absolute() else REPO_ROOT / path)
+
+
+def extra_train_folder(config: ml_collections.ConfigDict) -> str | None:
+  """The folder of ``config.data.extra_train`` (None, empty or "None": none), see `repo_path`.
+
+  Raises:
+    validation.ConfigError: naming the key, for a value that is not a string.
+  """
+  value = config.data.get("extra_train")
+  if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+    return None
+  if not isinstance(value, str):
+    raise validation.ConfigError(
+      f"config.data.extra_train must be a CLEVR v1.0 folder (a string), got {value!r}")
+  return repo_path(value.strip())
 
 
 def create_model(config: ml_collections.ConfigDict) -> ClevrModel:
@@ -415,6 +441,28 @@ def open_extra_val(config: ml_collections.ConfigDict, name: str,
   return source
 
 
+def open_extra_train(config: ml_collections.ConfigDict,
+                     root: str) -> clevr_data.ClevrFolderSource:
+  """Opens the "train" split of ``config.data.extra_train``'s folder.
+
+  Raises:
+    scenes.ClevrDataError: naming ``config.data.extra_train`` and its folder, when the folder
+      or its train split is missing or unusable.
+  """
+  try:
+    source = clevr_data.create_clevr_source(
+      "folder", split="train", root=root, image_size=config.data.image_size,
+      on_too_many_objects=config.data.on_too_many_objects,
+    )
+  except scenes.ClevrDataError as err:
+    raise type(err)(
+      f"config.data.extra_train at {root}: {err} (it needs images/train/*.png and "
+      "scenes/CLEVR_train_scenes.json)") from err
+  logging.info("CLEVR extra training scenes: %d in %s, each %d times per epoch.", len(source),
+               root, config.data.extra_train_repeat)
+  return source
+
+
 def true_pixel_coords(source: clevr_data.ClevrSource, batch: dict, image_size: int,
                       count: int) -> list[np.ndarray | None] | None:
   """The true objects' pixel positions in the first ``count`` images of an evaluation batch.
@@ -455,8 +503,13 @@ def create_task(config: ml_collections.ConfigDict) -> train.Task:
   validate_config(config)
   eval_sources = {name: open_extra_val(config, name, root)
                   for name, root in extra_val_sets(config).items()}
+  extra_root = extra_train_folder(config)
+  extra_train = open_extra_train(config, extra_root) if extra_root else None
   prepare_data(config)
   train_source = open_split(config, "train")
+  if extra_train is not None:
+    train_source = clevr_data.MixedSource([train_source, extra_train],
+                                          [1, config.data.extra_train_repeat])
   eval_sources = {"val": open_split(config, "val"), **eval_sources}
   train_data = create_batches(config, train_source, training=True)
   # Every evaluation set goes through the same batching (per-process shares, padded end).

@@ -45,6 +45,11 @@ def get_config(variant: str = "small") -> config_dict.ConfigDict:
   config.data.val_size = 15_000
   config.data.seed = 0
   config.data.render_workers = config_dict.placeholder(int)  # None: every CPU.
+  # Another CLEVR v1.0 folder whose train split joins the training set (a relative folder is
+  # taken from the repository root; None: none), its scenes each extra_train_repeat times per
+  # epoch.
+  config.data.extra_train = config_dict.placeholder(str)
+  config.data.extra_train_repeat = 1
   # Loading: decode everything once into memory, loader threads, batches decoded ahead.
   config.data.cache = False
   config.data.num_threads = 8

@@ -259,3 +259,27 @@ def test_tfds_load_needs_tensorflow():
       cd.create_clevr_source("tfds_tf", split="val", data_dir="/nonexistent")
   else:
     pytest.skip("TensorFlow is installed")
+
+
+def test_mixed_source_repeats_each_source_in_order():
+  rng = np.random.default_rng(0)
+  a = cd.ArraySource(rng.integers(0, 255, (3, 4, 4, 3), dtype=np.uint8),
+                     rng.random((3, 10, 19), dtype=np.float32))
+  b = cd.ArraySource(rng.integers(0, 255, (2, 4, 4, 3), dtype=np.uint8),
+                     rng.random((2, 10, 19), dtype=np.float32))
+  mixed = cd.MixedSource([a, b], [1, 3])
+  assert len(mixed) == 3 + 2 * 3
+  expected = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 0), (1, 1), (1, 0), (1, 1)]
+  assert [mixed.locate(i) for i in range(len(mixed))] == expected
+  for i, (source, local) in enumerate(expected):
+    image, objects = mixed.load(i, image_size=4)
+    np.testing.assert_array_equal(image, (a, b)[source].images[local])
+    np.testing.assert_array_equal(objects, (a, b)[source].sets[local])
+  with pytest.raises(IndexError, match="example 9 of a mixed source of 9"):
+    mixed.load(9, image_size=4)
+  for repeats, message in (([1], "2 sources but 1 repeats"), ([1, 0], "repeat of source 1"),
+                           ([1, 1.5], "repeat of source 1"), ([True, 1], "repeat of source 0")):
+    with pytest.raises(ValueError, match=message):
+      cd.MixedSource([a, b], repeats)
+  with pytest.raises(ValueError, match="at least one source"):
+    cd.MixedSource([])

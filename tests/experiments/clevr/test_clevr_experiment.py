@@ -316,6 +316,44 @@ def test_extra_set_errors_come_before_the_data_is_rendered(run, tmp_path):
   assert not (tmp_path / "synth").exists()
 
 
+def test_extra_training_scenes_join_the_training_set(run, tmp_path, monkeypatch):
+  config, _, _, _ = run
+  extra = tmp_path / "extra"
+  render.render_dataset(str(extra), splits={"train": 3}, image_size=32, seed=5, num_workers=0)
+  other = _config(config.data.root)
+  other.data.extra_train = str(extra)
+  other.data.extra_train_repeat = 2
+  seen = []
+  create_batches = clevr.create_batches
+
+  def spy(cfg, source, *, training, split=None):
+    if training:
+      seen.append(source)
+    return create_batches(cfg, source, training=training, split=split)
+
+  monkeypatch.setattr(clevr, "create_batches", spy)
+  clevr.create_task(other)
+  (source,) = seen
+  assert isinstance(source, clevr_data.MixedSource)
+  n = config.data.train_size
+  assert len(source) == n + 2 * 3
+  main = clevr_data.ClevrFolderSource(config.data.root, "train")
+  added = clevr_data.ClevrFolderSource(str(extra), "train")
+  for index, (expected, local) in {0: (main, 0), n - 1: (main, n - 1), n + 1: (added, 1),
+                                   n + 3 + 1: (added, 1), n + 5: (added, 2)}.items():
+    image, objects = source.load(index, image_size=32)
+    want_image, want_objects = expected.load(local, image_size=32)
+    np.testing.assert_array_equal(image, want_image)
+    np.testing.assert_array_equal(objects, want_objects)
+  # A missing folder is named before anything is rendered.
+  missing = _config(tmp_path / "synth")
+  missing.data.extra_train = str(tmp_path / "nowhere")
+  with pytest.raises(scenes.ClevrDataError,
+                     match=r"config.data.extra_train at .*nowhere: .*does not exist"):
+    clevr.create_task(missing)
+  assert not (tmp_path / "synth").exists()
+
+
 def test_extra_set_folders_resolve_from_the_repository_root():
   config = clevr_config.get_config("test")
   assert clevr.extra_val_sets(config) == {}
@@ -326,6 +364,10 @@ def test_extra_set_folders_resolve_from_the_repository_root():
   for empty in ("", " ", "None"):
     config.eval.extra_val = empty
     assert clevr.extra_val_sets(config) == {}
+  assert clevr.extra_train_folder(config) is None
+  config.data.extra_train = "experiments/clevr/blender_train"
+  assert clevr.extra_train_folder(config) == str(
+    clevr.REPO_ROOT / "experiments" / "clevr" / "blender_train")
 
 
 def test_missing_folder_or_split_fails_before_training(run, tmp_path):
@@ -407,6 +449,7 @@ def test_configs():
   (dict(eval__extra_val="2d=x"), r"config.eval.extra_val='2d=x': the name '2d' must be a letter"),
   (dict(eval__extra_val="a=x,a=y"), r"the name 'a' is used more than once"),
   (dict(eval__extra_val="val=x"), r"config.eval.extra_val='val=x': the name 'val' is taken"),
+  (dict(data__extra_train_repeat=0), r"config.data.extra_train_repeat"),
 ])
 def test_config_errors_come_before_the_data_is_rendered(tmp_path, values, message):
   config = _config(tmp_path / "synth")
