@@ -408,6 +408,24 @@ def test_synthetic_settings_clash_is_explained(run):
     clevr.create_task(other)
 
 
+def test_the_committed_blender_scenes_are_what_small_reads():
+  """:small's official validation set and its Blender training scenes are in the repository,
+  readable by the folder source at its image size, and share no scene."""
+  config = clevr_config.get_config("small")
+  train_root = clevr.extra_train_folder(config)
+  assert train_root == str(clevr.REPO_ROOT / "experiments" / "clevr" / "blender_train")
+  train = clevr_data.ClevrFolderSource(train_root, "train")
+  val = clevr_data.ClevrFolderSource(clevr.extra_val_sets(config)["official"], "val")
+  assert (len(train), len(val)) == (1500, 500)
+  assert (train.info["seed"], val.info["seed"]) == (1, 0)
+  for source in (train, val):
+    image, _ = source.load(len(source) - 1, image_size=config.data.image_size)
+    assert image.shape == (96, 96, 3) and image.std() > 10
+  def key(scene):
+    return tuple(tuple(o["3d_coords"]) for o in scene["objects"])
+  assert not {key(s) for s in train.scenes} & {key(s) for s in val.scenes}
+
+
 def test_configs():
   assert clevr_config.get_config().data.source == "synthetic"
   assert clevr.extra_val_sets(clevr_config.get_config("small")) == {
