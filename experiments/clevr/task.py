@@ -188,6 +188,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   validation.check_int(config, "data.extra_train_repeat", minimum=1)
 
 
+def _unset(value) -> bool:
+  """A config string left unset: None, or from the command line empty or "None"."""
+  return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))
+
+
 def extra_val_sets(config: ml_collections.ConfigDict) -> dict[str, str]:
   """The extra validation sets of ``config.eval.extra_val``: ``{name: folder}``, in its order.
 
@@ -201,7 +206,7 @@ def extra_val_sets(config: ml_collections.ConfigDict) -> dict[str, str]:
   """
   value = config.eval.get("extra_val")
   # The command line gives a string: --config.eval.extra_val= or =None mean none too.
-  if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+  if _unset(value):
     return {}
   form = "'name=folder[,name=folder...]', e.g. 'official=experiments/clevr/blender_val'"
   if not isinstance(value, str):
@@ -237,7 +242,7 @@ def extra_train_folder(config: ml_collections.ConfigDict) -> str | None:
     validation.ConfigError: naming the key, for a value that is not a string.
   """
   value = config.data.get("extra_train")
-  if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+  if _unset(value):
     return None
   if not isinstance(value, str):
     raise validation.ConfigError(
@@ -420,46 +425,32 @@ def create_batches(config: ml_collections.ConfigDict, source: clevr_data.ClevrSo
   )
 
 
-def open_extra_val(config: ml_collections.ConfigDict, name: str,
-                   root: str) -> clevr_data.ClevrFolderSource:
-  """Opens the "val" split of the extra validation set ``name`` (a CLEVR v1.0 folder).
+def open_extra_folder(config: ml_collections.ConfigDict, root: str, split: str, *, key: str,
+                      label: str) -> clevr_data.ClevrFolderSource:
+  """Opens a split of a further CLEVR v1.0 folder named by the config (``config.eval.extra_val``
+  or ``config.data.extra_train``).
+
+  Args:
+    config: The config.
+    root: The folder.
+    split: "val" or "train".
+    key: What names the folder in errors, e.g. "config.eval.extra_val: the set 'official'".
+    label: What it is in the log, e.g. "extra validation set 'official'".
 
   Raises:
-    scenes.ClevrDataError: naming ``config.eval.extra_val``, the set and its folder, when the
-      folder or its val split is missing or unusable.
+    scenes.ClevrDataError: naming ``key`` and the folder, when the folder or its split is
+      missing or unusable.
   """
   try:
     source = clevr_data.create_clevr_source(
-      "folder", split="val", root=root, image_size=config.data.image_size,
+      "folder", split=split, root=root, image_size=config.data.image_size,
       on_too_many_objects=config.data.on_too_many_objects,
     )
   except scenes.ClevrDataError as err:
     raise type(err)(
-      f"config.eval.extra_val: the set {name!r} at {root}: {err} (it needs images/val/*.png "
-      "and scenes/CLEVR_val_scenes.json)") from err
-  logging.info("CLEVR extra validation set %r: %d scenes in %s.", name, len(source), root)
-  return source
-
-
-def open_extra_train(config: ml_collections.ConfigDict,
-                     root: str) -> clevr_data.ClevrFolderSource:
-  """Opens the "train" split of ``config.data.extra_train``'s folder.
-
-  Raises:
-    scenes.ClevrDataError: naming ``config.data.extra_train`` and its folder, when the folder
-      or its train split is missing or unusable.
-  """
-  try:
-    source = clevr_data.create_clevr_source(
-      "folder", split="train", root=root, image_size=config.data.image_size,
-      on_too_many_objects=config.data.on_too_many_objects,
-    )
-  except scenes.ClevrDataError as err:
-    raise type(err)(
-      f"config.data.extra_train at {root}: {err} (it needs images/train/*.png and "
-      "scenes/CLEVR_train_scenes.json)") from err
-  logging.info("CLEVR extra training scenes: %d in %s, each %d times per epoch.", len(source),
-               root, config.data.extra_train_repeat)
+      f"{key} at {root}: {err} (it needs images/{split}/*.png and "
+      f"scenes/CLEVR_{split}_scenes.json)") from err
+  logging.info("CLEVR %s: %d scenes in %s.", label, len(source), root)
   return source
 
 
@@ -501,10 +492,13 @@ def create_task(config: ml_collections.ConfigDict) -> train.Task:
   (``config.eval.extra_val``) are opened first, before the synthetic data is rendered.
   """
   validate_config(config)
-  eval_sources = {name: open_extra_val(config, name, root)
-                  for name, root in extra_val_sets(config).items()}
+  eval_sources = {
+    name: open_extra_folder(config, root, "val", key=f"config.eval.extra_val: the set {name!r}",
+                            label=f"extra validation set {name!r}")
+    for name, root in extra_val_sets(config).items()}
   extra_root = extra_train_folder(config)
-  extra_train = open_extra_train(config, extra_root) if extra_root else None
+  extra_train = (open_extra_folder(config, extra_root, "train", key="config.data.extra_train",
+                                   label="extra training set") if extra_root else None)
   prepare_data(config)
   train_source = open_split(config, "train")
   if extra_train is not None:
