@@ -188,7 +188,12 @@ class SmallCNN(nn.Module):
 
   Attributes:
     latent: L, the output width.
-    widths: Channels of the stride-2 convolutions.
+    widths: Channels of the convolutions.
+    strides: Each convolution's stride (None: 2 for every one, each halving the grid). A
+      stride-1 convolution after the last stride-2 one widens what each cell of the final grid
+      sees (its receptive field) without shrinking the grid.
+    residual: A stride-1 convolution whose width is its input's adds its output to its input
+      (before the ReLU), as ResNet's blocks do: the features below pass on unchanged.
     coord_channels: Append the pixel's x and y in [-1, 1] to the input (CoordConv), which
       helps the encoder report object positions.
     batch_norm: BatchNorm after each convolution (no conv biases then); the CPU CLEVR config
@@ -207,6 +212,8 @@ class SmallCNN(nn.Module):
 
   latent: int = 512
   widths: Sequence[int] = (32, 64, 64, 128)
+  strides: Sequence[int] | None = None
+  residual: bool = False
   coord_channels: bool = True
   batch_norm: bool = False
   conv_impl: str = "auto"
@@ -227,16 +234,21 @@ class SmallCNN(nn.Module):
     if self.head == "dense" and self.head_layers != 1:
       raise ValueError(f"head_layers={self.head_layers} needs a pooled head ('mean', 'sum' or "
                        "'fs'); the dense head has no cell MLP")
+    strides = (2,) * len(self.widths) if self.strides is None else tuple(self.strides)
+    if len(strides) != len(self.widths) or any(s not in (1, 2) for s in strides):
+      raise ValueError(f"strides must give 1 or 2 for each of the {len(self.widths)} widths "
+                       f"{tuple(self.widths)}, got {self.strides}")
     x = jnp.asarray(images)
     b = x.shape[0]
     if self.coord_channels:
       x = _append_coordinates(x)  # [B, S, S, 5]
-    for width in self.widths:
-      x = Conv(width, (3, 3), 2, padding=1, use_bias=not self.batch_norm,
-               impl=self.conv_impl)(x)  # Halves the grid.
+    for width, stride in zip(self.widths, strides):
+      y = Conv(width, (3, 3), stride, padding=1, use_bias=not self.batch_norm,
+               impl=self.conv_impl)(x)  # Stride 2 halves the grid.
       if self.batch_norm:
-        x = _BatchNorm(use_running_average=not train)(x)
-      x = nn.relu(x)
+        y = _BatchNorm(use_running_average=not train)(y)
+      # A residual stride-1 convolution adds to its input what it sees around each cell.
+      x = nn.relu(x + y if self.residual and stride == 1 and x.shape[-1] == width else y)
     if self.head == "dense":
       x = x.reshape(b, -1)  # [B, (S / 2^k)^2 * C]
       x = nn.relu(nn.Dense(self.latent)(x))

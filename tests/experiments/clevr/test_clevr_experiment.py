@@ -457,6 +457,10 @@ def test_configs():
    r"config.model.encoder_options.conv_impl='cudnn' is not one of"),
   (dict(model__encoder="resnet18"), r"config.model.encoder_options \(batch_norm, conv_impl, "
                                     r"head, widths\) do not fit the 'resnet18' encoder"),
+  (dict(model__encoder_options__strides=(2, 2, 1)),
+   r"config.model.encoder_options.strides must give 1 or 2 for each of the 2 widths \(8, 16\), "
+   r"got \(2, 2, 1\)"),
+  (dict(model__encoder_options__strides=(2, 3)), r"encoder_options.strides .* got \(2, 3\)"),
   (dict(model__decoder="mlp", model__target_energy_weight=0.1),
    r"target_energy_weight needs the inner loop's energy"),
   (dict(model__idspn__backward="implicit"), r"config.model.idspn.backward='implicit' is not"),

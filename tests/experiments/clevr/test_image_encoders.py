@@ -197,3 +197,44 @@ def test_small_cnn_head_layers_deepen_the_cell_mlp():
   with pytest.raises(ValueError, match="head_layers=2 needs a pooled head"):
     ie.SmallCNN(latent=6, widths=(4, 8), head="dense", head_layers=2).init(
       jax.random.key(0), images)
+
+
+def test_small_cnn_stride_one_convolution_keeps_the_grid():
+  """A stride-1 convolution after the stride-2 ones keeps the grid (8x8 cells at 32 px): set to
+  the identity (a centred one-hot kernel, no bias; ReLU of a ReLU is the ReLU) it gives the
+  encoder without it, with the same other weights."""
+  images = jax.random.uniform(jax.random.key(2), (2, 32, 32, 3))
+  deep = ie.SmallCNN(latent=6, widths=(4, 8, 8), strides=(2, 2, 1), head="mean")
+  shallow = ie.SmallCNN(latent=6, widths=(4, 8), head="mean")
+  params = _variables(deep, images)["params"]
+  assert params["Conv_2"]["kernel"].shape == (3, 3, 8, 8)
+  assert params["Dense_0"]["kernel"].shape == (8 + 2, 6)  # The 8 channels and x, y of a cell.
+  identity = {"kernel": jnp.zeros((3, 3, 8, 8)).at[1, 1].set(jnp.eye(8)), "bias": jnp.zeros(8)}
+  out = deep.apply({"params": {**params, "Conv_2": identity}}, images)
+  expected = shallow.apply(
+    {"params": {k: v for k, v in params.items() if k != "Conv_2"}}, images)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(deep.apply({"params": params}, images), expected, atol=1e-4)
+  for strides, message in [((2, 2), "strides must give 1 or 2 for each of the 3 widths"),
+                           ((2, 3, 1), r"got \(2, 3, 1\)")]:
+    with pytest.raises(ValueError, match=message):
+      ie.SmallCNN(latent=6, widths=(4, 8, 8), strides=strides).init(jax.random.key(0), images)
+
+
+def test_small_cnn_residual_convolution_adds_to_its_input():
+  """``residual=True``: a stride-1 convolution of its input's width adds to its input, so with a
+  zero kernel and bias it passes the features below on unchanged (ReLU of a ReLU is the ReLU);
+  without ``residual`` the same zero convolution wipes them out. The stride-2 ones are as before."""
+  images = jax.random.uniform(jax.random.key(3), (2, 32, 32, 3))
+  make = lambda residual: ie.SmallCNN(latent=6, widths=(4, 8, 8), strides=(2, 2, 1),
+                                      residual=residual, head="mean")
+  params = _variables(make(True), images)["params"]
+  zero = {"kernel": jnp.zeros((3, 3, 8, 8)), "bias": jnp.zeros(8)}
+  shallow = ie.SmallCNN(latent=6, widths=(4, 8), head="mean").apply(
+    {"params": {k: v for k, v in params.items() if k != "Conv_2"}}, images)
+  passed = make(True).apply({"params": {**params, "Conv_2": zero}}, images)
+  np.testing.assert_allclose(passed, shallow, rtol=1e-5, atol=1e-6)
+  wiped = make(False).apply({"params": {**params, "Conv_2": zero}}, images)
+  assert not np.allclose(wiped, shallow, atol=1e-4)
+  # A genuine residual convolution changes the function.
+  assert not np.allclose(make(True).apply({"params": params}, images), shallow, atol=1e-4)
