@@ -1,13 +1,17 @@
 """Training-step time of the CLEVR model (`:paper128` / `:paper256` settings) on random images.
 
   python -m benchmarks.bench_clevr_step [paper128|paper256|small] [inner_steps] [conv_impl] [reps]
-      [backward]
+      [backward] [key=value ...]
   IDSPN_JAX_HUGE_PAGES=0 python -m benchmarks.bench_clevr_step small 20 auto 60   # without
+  # :small's encoder before its stride-1 convolution:
+  python -m benchmarks.bench_clevr_step small 20 auto 30 \
+      "model.encoder_options.widths=(32,64,128)" "model.encoder_options.strides=(2,2,2)"
 
 ``conv_impl`` ("auto", "xla" or "patches") chooses how the image encoder's convolutions are
 computed (``experiments.clevr.encoders.Conv``); ``reps`` steps are timed. ``backward`` overrides
 the config's inner backward: ``approx``, ``cg``, ``unroll`` (every inner step backpropagated) or
-``unroll:K`` (the last K only); default: the config's. Besides the median step
+``unroll:K`` (the last K only); default: the config's. Arguments ``key=value`` set the config's
+(dotted) key to the Python literal ``value``, wherever they stand. Besides the median step
 time it reports, per timed step, the process's minor page faults and its user and kernel CPU
 time (``getrusage``), and whether the process runs with transparent huge pages
 (``experiments/common/hugepages.py``).
@@ -18,6 +22,7 @@ the model (ResNet18 or the small CNN, iDSPN decoder, Hungarian loss, Adam) alone
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import resource
@@ -32,9 +37,32 @@ from experiments.common import hugepages, models, train
 from experiments.configs import clevr as clevr_config
 
 
+def apply_overrides(config, overrides: dict) -> None:
+  """Sets each dotted key of ``overrides`` in ``config``; an unknown key is an error."""
+  for dotted, value in overrides.items():
+    *sections, key = dotted.split(".")
+    node = config
+    for section in sections:
+      node = node.get(section) if hasattr(node, "get") else None
+    if not hasattr(node, "get") or key not in node:
+      raise KeyError(f"the CLEVR config has no key {dotted!r}")
+    node[key] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+  """``"a.b=(1,2)"`` -> ``("a.b", (1, 2))``; a value that is no Python literal stays a string."""
+  key, _, value = text.partition("=")
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value
+
+
 def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
-        conv_impl: str = "auto", backward: str | None = None) -> dict:
+        conv_impl: str = "auto", backward: str | None = None,
+        overrides: dict | None = None) -> dict:
   config = clevr_config.get_config(variant)
+  apply_overrides(config, overrides or {})
   config.model.encoder_options.conv_impl = conv_impl
   if backward is not None:
     mode, _, kept = backward.partition(":")
@@ -71,14 +99,16 @@ def run(variant: str = "paper128", inner_steps: int = 40, repeats: int = 5,
     "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / repeats,
     "user_seconds_per_step": (after.ru_utime - before.ru_utime) / repeats,
     "kernel_seconds_per_step": (after.ru_stime - before.ru_stime) / repeats,
+    "overrides": {key: repr(value) for key, value in (overrides or {}).items()},
     "huge_pages": hugepages.status(),
     "device": jax.devices()[0].device_kind,
   }
 
 
 if __name__ == "__main__":
-  args = sys.argv[1:]
+  args = [a for a in sys.argv[1:] if "=" not in a]
+  settings = dict(parse_override(a) for a in sys.argv[1:] if "=" in a)
   print(json.dumps(run(args[0] if args else "paper128", int(args[1]) if len(args) > 1 else 40,
                        conv_impl=args[2] if len(args) > 2 else "auto",
                        repeats=int(args[3]) if len(args) > 3 else 5,
-                       backward=args[4] if len(args) > 4 else None)))
+                       backward=args[4] if len(args) > 4 else None, overrides=settings)))
