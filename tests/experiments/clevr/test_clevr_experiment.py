@@ -428,6 +428,9 @@ def test_the_committed_blender_scenes_are_what_small_reads():
 
 def test_configs():
   assert clevr_config.get_config().data.source == "synthetic"
+  small = clevr_config.get_config("small")
+  clevr.validate_config(small)  # Its encoder options fit the encoder.
+  assert small.model.encoder_options.strides == (2, 2, 2, 1)
   assert clevr.extra_val_sets(clevr_config.get_config("small")) == {
     "official": str(clevr.REPO_ROOT / "experiments" / "clevr" / "blender_val")}
   for variant in ("paper128", "paper256", "test"):
