@@ -234,10 +234,7 @@ class SmallCNN(nn.Module):
     if self.head == "dense" and self.head_layers != 1:
       raise ValueError(f"head_layers={self.head_layers} needs a pooled head ('mean', 'sum' or "
                        "'fs'); the dense head has no cell MLP")
-    strides = (2,) * len(self.widths) if self.strides is None else tuple(self.strides)
-    if len(strides) != len(self.widths) or any(s not in (1, 2) for s in strides):
-      raise ValueError(f"strides must give 1 or 2 for each of the {len(self.widths)} widths "
-                       f"{tuple(self.widths)}, got {self.strides}")
+    strides = conv_strides(self.widths, self.strides)
     x = jnp.asarray(images)
     b = x.shape[0]
     if self.coord_channels:
@@ -266,6 +263,21 @@ class SmallCNN(nn.Module):
     if self.head == "sum":
       return x.sum(axis=1)  # [B, L]
     return FSPool(cells.shape[1])(x)  # [B, L]
+
+
+def conv_strides(widths: Sequence[int], strides: Sequence[int] | None) -> tuple[int, ...]:
+  """SmallCNN's stride for each of its convolutions: ``strides`` (None: 2 for every one).
+
+  Raises:
+    ValueError: when ``strides`` does not give 1 or 2 for each width.
+  """
+  if strides is None:
+    return (2,) * len(widths)
+  strides = tuple(strides)
+  if len(strides) != len(widths) or any(s not in (1, 2) for s in strides):
+    raise ValueError(f"strides must give 1 or 2 for each of the {len(widths)} widths "
+                     f"{tuple(widths)}, got {strides}")
+  return strides
 
 
 def _append_coordinates(x: jax.Array) -> jax.Array:

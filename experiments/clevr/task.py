@@ -177,13 +177,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     validation.check_choice(config, "model.encoder_options.conv_impl", encoders.CONV_IMPLS)
   if "head" in options:
     validation.check_choice(config, "model.encoder_options.head", encoders.SMALL_CNN_HEADS)
-  if options.get("strides") is not None:
-    widths = tuple(options.get("widths", encoders.SmallCNN.widths))
-    strides = tuple(options["strides"])
-    if len(strides) != len(widths) or any(s not in (1, 2) for s in strides):
-      raise validation.ConfigError(
-        f"config.model.encoder_options.strides must give 1 or 2 for each of the {len(widths)} "
-        f"widths {widths}, got {strides}")
+  if "strides" in options:
+    try:
+      encoders.conv_strides(options.get("widths", encoders.SmallCNN.widths), options["strides"])
+    except ValueError as err:
+      raise validation.ConfigError(f"config.model.encoder_options.{err}") from None
   validation.check_bool(config, "model.latent_norm")
   validation.check_number(config, "model.target_energy_weight")
   if config.model.target_energy_weight and config.model.decoder == "mlp":
