@@ -396,8 +396,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                  config.train.best_metric)
     return replicate(best[1], mesh), best[0]
 
+  # The training loop's evaluations of its own state, by (step, split): the summary reuses
+  # them for the state it evaluates (the last, or the best checkpoint, saved from that state)
+  # instead of scoring it again and writing its rows twice.
+  scored: dict[tuple[int, str], dict[str, float]] = {}
+
   def run_eval(step: int, split: str, state=None) -> dict[str, float]:
-    state = state if state is not None else current["state"]
+    """Scores ``state`` (None: the training state) on ``split`` and writes its row."""
+    own = state is None
+    if not own and (step, split) in scored:
+      return scored[(step, split)]
+    state = current["state"] if own else state
     distributed.barrier(f"evaluation at step {step}")
     metrics, pred, batch = evaluate(state, task, config, mesh, split, eval_fn)
     writers.write(step, split, metrics)
@@ -406,6 +415,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if is_main and task.plot is not None and config.eval.pictures:
       pictures.mkdir(exist_ok=True)
       task.plot(pred, batch, pictures / f"{split}_step{step:07d}.png", split=split)
+    if own:
+      scored[(step, split)] = metrics
     return metrics
 
   try:

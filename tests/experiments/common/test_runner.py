@@ -81,6 +81,31 @@ def test_tiny_run_trains_and_writes_everything(reference_run):
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["10", "15", "20"]
 
 
+def test_the_summary_reuses_the_loops_evaluation_of_the_same_state(reference_run):
+  # The last state was scored at step 20 in the loop: the summary takes those metrics instead
+  # of scoring it again (and writing its rows twice). "test" is scored by the summary alone.
+  workdir, _ = reference_run
+  summary = json.loads((workdir / "summary.json").read_text())
+  for split in ("val", "test"):
+    steps = [r["step"] for r in _records(workdir, split)]
+    assert len(steps) == len(set(steps)), (split, steps)
+  assert [r["step"] for r in _records(workdir, "val")] == [10, 20]
+  assert [r["step"] for r in _records(workdir, "test")] == [20]
+  assert summary["val"] == {k: v for k, v in _records(workdir, "val")[-1].items()
+                            if k not in ("step", "split")}
+
+
+def test_the_summary_of_the_best_checkpoint_reuses_its_evaluation(tmp_path):
+  config = _config(steps=10, eval_every=5, checkpoint_every=5)
+  config.eval.final_checkpoint = "best"
+  train.train_and_evaluate(config, tmp_path, random_sets.create_task(config))
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  val = _records(tmp_path, "val")
+  assert [r["step"] for r in val] == [5, 10]
+  best = min(val, key=lambda r: r["loss"])
+  assert summary["step"] == best["step"] and summary["val"]["loss"] == best["loss"]
+
+
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(reference_run, tmp_path):
   _, expected = reference_run
   config = _config()
